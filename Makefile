@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine:  make lab  |  make test
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+EXTRAS := dev,instructor,compare
+
+.PHONY: lab test lint install course assignments bench clean
+
+# (Re)install whenever the project metadata changes; pip takes torch from the
+# machine's wheel cache or constraints when it has them.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip >/dev/null
+	$(PY) -m pip install -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: $(STAMP) lint
+	$(PY) -m pytest
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_cam.py
+
+clean:
+	rm -rf build dist .pytest_cache .ruff_cache
