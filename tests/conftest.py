@@ -1,0 +1,34 @@
+"""Shared fixtures: small seeded models and images, on every available device."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet18, squeezenet1_1
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> str:
+    """Every test using this fixture runs on the CPU and, where present, on CUDA."""
+    return request.param
+
+
+@pytest.fixture
+def squeezenet(device: str) -> nn.Module:
+    torch.manual_seed(0)
+    return squeezenet1_1(weights=None).to(device)
+
+
+@pytest.fixture
+def resnet(device: str) -> nn.Module:
+    torch.manual_seed(0)
+    return resnet18(weights=None).to(device)
+
+
+@pytest.fixture
+def images(device: str) -> torch.Tensor:
+    """A non-square batch of three: catches (H, W) / (W, H) mix-ups."""
+    return torch.randn(3, 3, 64, 96, generator=torch.Generator().manual_seed(1)).to(device)
