@@ -1,0 +1,484 @@
+"""A live-lecture explorer: pick an image, a class, a layer and a method; see the explanation.
+
+Two halves, kept apart on purpose:
+
+* :func:`explain` is plain Python -- model in, :class:`Explanation` out, no widgets -- so it
+  is unit-tested headless and usable from any script;
+* :class:`Explorer` wraps it in ipywidgets for a notebook. Its widgets are built only when
+  the explorer is displayed (or :attr:`Explorer.widget` is read), so creating one, or
+  calling :meth:`Explorer.explain`, costs no front end.
+
+Example (in a notebook)::
+
+    from course_utils.explorer import explorer
+    from course_utils.models import load_model
+    explorer(load_model("efficientnet_lite0"))   # last line of the cell: shows the app
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+from torch import nn
+
+from .cam import grad_cam, guided_grad_cam
+from .guided import guided_backprop
+from .hooks import evaluating, resolve_layer
+from .viz import TITLE_SIZE, format_title, gradient_to_image, overlay
+
+__all__ = [
+    "METHODS",
+    "BundleLike",
+    "Explanation",
+    "Explorer",
+    "explain",
+    "explorer",
+    "layer_choices",
+    "plot_explanation",
+    "predict",
+]
+
+METHODS: dict[str, str] = {
+    "grad_cam": "Grad-CAM",
+    "guided_backprop": "guided backprop",
+    "guided_grad_cam": "guided Grad-CAM",
+}
+"""Method key -> display name. Grad-CAM methods need a layer; guided backprop does not."""
+
+
+class BundleLike(Protocol):
+    """What :func:`explain` needs from a model bundle (:class:`course_utils.models.ModelBundle`)."""
+
+    model: nn.Module
+    preprocess: Callable[[Any], torch.Tensor]
+    deprocess: Callable[[torch.Tensor], np.ndarray]
+    class_names: Sequence[str]
+    target_layer: str
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One explanation of one image, with what is needed to draw and title it.
+
+    Attributes:
+        image: the model's input converted back for display, ``(H, W, 3)`` in [0, 1].
+        method: a key of :data:`METHODS`.
+        layer: the explained layer's dotted name; ``None`` for guided backprop.
+        class_index, class_name: the explained class.
+        probability: the model's softmax probability for that class.
+        top_k: ``[(index, name, probability), ...]`` of the most likely classes, best first.
+        map: ``(H, W)`` in [0, 1] for Grad-CAM; the raw gradient ``(H, W, 3)`` for the
+            guided methods (see :attr:`display_map`).
+        seconds: wall time spent computing ``map``.
+    """
+
+    image: np.ndarray
+    method: str
+    layer: str | None
+    class_index: int
+    class_name: str
+    probability: float
+    top_k: list[tuple[int, str, float]]
+    map: np.ndarray
+    seconds: float
+
+    @property
+    def display_map(self) -> np.ndarray:
+        """``map`` ready for ``imshow``: gradients normalised per image, heatmaps as they are."""
+        return gradient_to_image(self.map) if self.map.ndim == 3 else self.map
+
+    def title(self, image_name: str | None = None) -> str:
+        """E.g. ``"dog_bicycle: Grad-CAM @ blocks.15 for bicycle (p = 0.43)"``."""
+        what = METHODS[self.method] + (f" @ {self.layer}" if self.layer else "")
+        label = format_title(class_name=self.class_name, probability=self.probability)
+        return format_title(image_name, f"{what} for {label}")
+
+
+def _model_input(bundle: BundleLike, image: Any) -> torch.Tensor:
+    """A PIL image / uint8 array goes through ``bundle.preprocess``; a tensor is taken as is."""
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3:
+            raise ValueError(
+                f"a tensor image must be one preprocessed image (C, H, W), got "
+                f"{tuple(image.shape)}; explain one image at a time"
+            )
+        x = image
+    elif isinstance(image, (Image.Image, np.ndarray)):
+        x = bundle.preprocess(image)
+    else:
+        raise TypeError(
+            f"image must be a PIL image, a uint8 array or a preprocessed tensor, "
+            f"got {type(image).__name__}"
+        )
+    device = next(bundle.model.parameters()).device
+    return x.to(device)[None]
+
+
+def predict(bundle: BundleLike, image: Any, top_k: int = 5) -> list[tuple[int, str, float]]:
+    """The ``top_k`` most likely classes of one image: ``[(index, name, probability), ...]``.
+
+    Args:
+        bundle: model bundle (see :class:`BundleLike`).
+        image: PIL image, uint8 ``(H, W, 3)`` array, or a preprocessed ``(C, H, W)`` tensor.
+        top_k: how many classes (at most the number of classes).
+    """
+    x = _model_input(bundle, image)
+    return _top_k(bundle, _probabilities(bundle.model, x), top_k)
+
+
+def _probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with evaluating(model), torch.no_grad():
+        return torch.softmax(model(x).float(), dim=1)[0].cpu()
+
+
+def _top_k(bundle: BundleLike, probs: torch.Tensor, k: int) -> list[tuple[int, str, float]]:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"top_k must be a positive int, got {k!r}")
+    values, indices = probs.topk(min(k, probs.numel()))
+    return [
+        (int(i), bundle.class_names[int(i)], float(p))
+        for p, i in zip(values.tolist(), indices.tolist(), strict=True)
+    ]
+
+
+def explain(
+    bundle: BundleLike,
+    image: Any,
+    method: str = "grad_cam",
+    class_index: int | None = None,
+    layer: str | None = None,
+    *,
+    top_k: int = 5,
+) -> Explanation:
+    """Explain one image's class with one method -- the explorer's compute step, no widgets.
+
+    Args:
+        bundle: model bundle (see :class:`BundleLike`); its model is run in eval mode and
+            handed back unchanged.
+        image: PIL image or uint8 ``(H, W, 3)`` array (preprocessed with
+            ``bundle.preprocess``), or an already preprocessed ``(C, H, W)`` tensor.
+        method: ``"grad_cam"``, ``"guided_backprop"`` or ``"guided_grad_cam"``.
+        class_index: the class to explain; ``None`` explains the predicted class.
+        layer: dotted layer name for the Grad-CAM methods; ``None`` uses
+            ``bundle.target_layer``. Ignored by guided backprop.
+        top_k: how many top classes to list in :attr:`Explanation.top_k`.
+
+    Returns:
+        An :class:`Explanation`.
+
+    Raises:
+        ValueError: unknown method or layer, class index out of range.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> from torchvision.models import squeezenet1_1
+        >>> net = squeezenet1_1(weights=None, num_classes=3).eval()
+        >>> bundle = SimpleNamespace(model=net, preprocess=None, target_layer="features.12",
+        ...     deprocess=lambda x: x.clamp(0, 1).movedim(-3, -1).numpy(),
+        ...     class_names=["a", "b", "c"])
+        >>> e = explain(bundle, torch.rand(3, 64, 64), "grad_cam", class_index=2)
+        >>> e.class_name, e.layer, e.map.shape
+        ('c', 'features.12', (64, 64))
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    x = _model_input(bundle, image)
+    probs = _probabilities(bundle.model, x)
+    num_classes = probs.numel()
+    if num_classes != len(bundle.class_names):
+        raise ValueError(
+            f"the model outputs {num_classes} scores but the bundle names "
+            f"{len(bundle.class_names)} classes"
+        )
+    if class_index is None:
+        class_index = int(probs.argmax())
+    elif isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)):
+        raise TypeError(f"class_index must be an int or None, got {type(class_index).__name__}")
+    elif not 0 <= class_index < num_classes:
+        raise ValueError(f"class_index {class_index} is out of range 0..{num_classes - 1}")
+    class_index = int(class_index)
+    if method == "guided_backprop":
+        layer_name = None
+    else:
+        layer_name, _ = resolve_layer(bundle.model, layer or bundle.target_layer)
+
+    start = time.perf_counter()
+    if method == "grad_cam":
+        result = grad_cam(bundle.model, x, [class_index], layer=layer_name)[0]
+    elif method == "guided_backprop":
+        result = guided_backprop(bundle.model, x, [class_index])[0].permute(1, 2, 0)
+    else:
+        result = guided_grad_cam(bundle.model, x, [class_index], layer=layer_name)[0]
+        result = result.permute(1, 2, 0)
+    seconds = time.perf_counter() - start
+
+    return Explanation(
+        image=np.asarray(bundle.deprocess(x[0].cpu())),
+        method=method,
+        layer=layer_name,
+        class_index=class_index,
+        class_name=bundle.class_names[class_index],
+        probability=float(probs[class_index]),
+        top_k=_top_k(bundle, probs, top_k),
+        map=result.detach().cpu().numpy(),
+        seconds=seconds,
+    )
+
+
+def layer_choices(model: nn.Module, target_layer: str) -> list[str]:
+    """Layers worth offering next to ``target_layer``: its siblings that have weights.
+
+    Grad-CAM is usually run on the last convolutional block; comparing it with earlier blocks
+    of the same stack (SqueezeNet's ``features.*``, EfficientNet's ``blocks.*``) shows the
+    trade-off between resolution and class specificity. Parameter-free siblings (ReLU,
+    pooling, dropout) are left out: they repeat a neighbour's map.
+
+    Example:
+        >>> from torchvision.models import squeezenet1_1
+        >>> layer_choices(squeezenet1_1(weights=None), "features.12")[-3:]
+        ['features.10', 'features.11', 'features.12']
+    """
+    name, _ = resolve_layer(model, target_layer)
+    parent_name, _, _ = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    prefix = f"{parent_name}." if parent_name else ""
+    choices = [
+        prefix + child_name
+        for child_name, child in parent.named_children()
+        if next(child.parameters(), None) is not None
+    ]
+    return choices if name in choices else [*choices, name]
+
+
+def plot_explanation(explanation: Explanation, image_name: str | None = None) -> Figure:
+    """Three panels: the image, the explanation, and the top classes (explained one in colour).
+
+    Returns:
+        The figure (not shown: the notebook's inline backend or :class:`Explorer` shows it).
+    """
+    e = explanation
+    fig, (ax_img, ax_map, ax_bar) = plt.subplots(
+        1, 3, figsize=(14, 4.6), gridspec_kw={"width_ratios": [1, 1, 1.1]}
+    )
+    ax_img.imshow(e.image)
+    ax_img.set_title(image_name or "image", fontsize=TITLE_SIZE)
+    if e.map.ndim == 2:
+        ax_map.imshow(overlay(e.image, e.map))
+    else:
+        ax_map.imshow(e.display_map)
+    what = METHODS[e.method] + (f" @ {e.layer}" if e.layer else "")
+    ax_map.set_title(what, fontsize=TITLE_SIZE)
+    for ax in (ax_img, ax_map):
+        ax.axis("off")
+
+    names = [name for _, name, _ in e.top_k][::-1]
+    probs = [p for _, _, p in e.top_k][::-1]
+    colours = ["tab:orange" if i == e.class_index else "tab:gray" for i, _, _ in e.top_k][::-1]
+    ax_bar.barh(range(len(names)), probs, color=colours)
+    ax_bar.set_yticks(range(len(names)), [n[:22] for n in names], fontsize=12)
+    ax_bar.set_xlim(0, 1)
+    ax_bar.set_xlabel("probability", fontsize=12)
+    ax_bar.set_title("top classes", fontsize=TITLE_SIZE)
+    fig.suptitle(format_title(image_name, e.class_name, e.probability), fontsize=TITLE_SIZE + 2)
+    fig.tight_layout()
+    return fig
+
+
+class Explorer:
+    """The ipywidgets app: image, class, layer and method pickers over :func:`explain`.
+
+    Args:
+        bundle: model bundle (see :class:`BundleLike`).
+        images: name -> PIL image (or uint8 array); default: every bundled photo
+            (:func:`course_utils.data.list_photos`).
+        methods: method keys offered (default: all of :data:`METHODS`).
+        layers: layer names offered; default :func:`layer_choices` around
+            ``bundle.target_layer``.
+        top_k: classes offered in the class picker (the image's most likely ones).
+
+    Results are cached per (image, method, class, layer), so flipping back and forth during
+    a lecture is instant. Display the object (last line of a cell) or its :attr:`widget`.
+    """
+
+    def __init__(
+        self,
+        bundle: BundleLike,
+        images: Mapping[str, Any] | None = None,
+        *,
+        methods: Sequence[str] = tuple(METHODS),
+        layers: Sequence[str] | None = None,
+        top_k: int = 5,
+    ) -> None:
+        if images is None:
+            from .data import list_photos, load_photo
+
+            images = {name: load_photo(name) for name in list_photos()}
+        if not images:
+            raise ValueError("images is empty; give at least one {name: image}")
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            raise ValueError(f"unknown or no methods {unknown}; choose from {list(METHODS)}")
+        self.bundle = bundle
+        self.images = dict(images)
+        self.methods = list(methods)
+        self.layers = list(layers) if layers else layer_choices(bundle.model, bundle.target_layer)
+        for layer in self.layers:
+            resolve_layer(bundle.model, layer)  # fail now, not in the middle of a lecture
+        self.top_k = top_k
+        self.last: Explanation | None = None
+        self._cache: dict[tuple[str, str, int | None, str | None], Explanation] = {}
+        self._predictions: dict[str, list[tuple[int, str, float]]] = {}
+        self._widget: Any = None
+        self._controls: dict[str, Any] = {}
+        self._status: Any = None
+        self._output: Any = None
+        self._updating = False
+
+    def predictions(self, image_name: str) -> list[tuple[int, str, float]]:
+        """Top classes of one of the explorer's images (cached)."""
+        if image_name not in self.images:
+            raise ValueError(f"unknown image {image_name!r}; choose from {list(self.images)}")
+        if image_name not in self._predictions:
+            self._predictions[image_name] = predict(
+                self.bundle, self.images[image_name], self.top_k
+            )
+        return self._predictions[image_name]
+
+    def explain(
+        self,
+        image_name: str,
+        method: str = "grad_cam",
+        class_index: int | None = None,
+        layer: str | None = None,
+    ) -> Explanation:
+        """:func:`explain` for one of the explorer's images, cached."""
+        if image_name not in self.images:
+            raise ValueError(f"unknown image {image_name!r}; choose from {list(self.images)}")
+        key = (image_name, method, class_index, None if method == "guided_backprop" else layer)
+        if key not in self._cache:
+            self._cache[key] = explain(
+                self.bundle,
+                self.images[image_name],
+                method,
+                class_index,
+                layer,
+                top_k=self.top_k,
+            )
+        self.last = self._cache[key]
+        return self.last
+
+    # ------------------------------------------------------------------------------ widgets
+
+    @property
+    def widget(self) -> Any:
+        """The app as an ``ipywidgets.VBox`` (built on first access)."""
+        if self._widget is None:
+            self._widget = self._build()
+        return self._widget
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def _build(self) -> Any:
+        import ipywidgets as w
+
+        first = next(iter(self.images))
+        style = {"description_width": "60px"}
+        layout = w.Layout(width="320px")
+        self._controls = {
+            "image": w.Dropdown(
+                options=list(self.images),
+                value=first,
+                description="image",
+                style=style,
+                layout=layout,
+            ),
+            "class": w.Dropdown(
+                options=self._class_options(first),
+                description="class",
+                style=style,
+                layout=layout,
+            ),
+            "layer": w.Dropdown(
+                options=self.layers,
+                value=self._default_layer(),
+                description="layer",
+                style=style,
+                layout=layout,
+            ),
+            "method": w.ToggleButtons(
+                options=[(METHODS[m], m) for m in self.methods],
+                value=self.methods[0],
+                description="method",
+                style=style,
+            ),
+        }
+        self._status = w.HTML()
+        self._output = w.Output()
+        for control in self._controls.values():
+            control.observe(self._on_change, names="value")
+        self._render()
+        c = self._controls
+        return w.VBox(
+            [
+                w.HBox([c["image"], c["class"], c["layer"]]),
+                c["method"],
+                self._status,
+                self._output,
+            ]
+        )
+
+    def _default_layer(self) -> str:
+        """The layer selected at start: the bundle's target layer if offered, else the last."""
+        target = resolve_layer(self.bundle.model, self.bundle.target_layer)[0]
+        return target if target in self.layers else self.layers[-1]
+
+    def _class_options(self, image_name: str) -> list[tuple[str, int]]:
+        return [(f"{name} ({p:.2f})", i) for i, name, p in self.predictions(image_name)]
+
+    def _on_change(self, change: dict[str, Any]) -> None:
+        if self._updating:
+            return
+        if change["owner"] is self._controls["image"]:
+            self._updating = True
+            try:  # new image: offer its own top classes, starting with the predicted one
+                options = self._class_options(change["new"])
+                self._controls["class"].options = options
+                self._controls["class"].value = options[0][1]
+            finally:
+                self._updating = False
+        self._controls["layer"].disabled = self._controls["method"].value == "guided_backprop"
+        self._render()
+
+    def _render(self) -> None:
+        from IPython.display import display
+
+        c = self._controls
+        image_name = c["image"].value
+        self._status.value = "<i>computing...</i>"
+        explanation = self.explain(
+            image_name, c["method"].value, c["class"].value, c["layer"].value
+        )
+        fig = plot_explanation(explanation, image_name)
+        with self._output:
+            self._output.clear_output(wait=True)
+            display(fig)
+        plt.close(fig)
+        self._status.value = f"{explanation.seconds * 1000:.0f} ms"
+
+
+def explorer(
+    bundle: BundleLike, images: Mapping[str, Any] | None = None, **kwargs: Any
+) -> Explorer:
+    """Create an :class:`Explorer`; make it a cell's last expression to show the app."""
+    return Explorer(bundle, images, **kwargs)

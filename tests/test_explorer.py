@@ -1,0 +1,218 @@
+"""Tests for course_utils.explorer: the headless compute step, and the widgets without a kernel."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from types import SimpleNamespace
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from torchvision.models import squeezenet1_1
+
+from course_utils import grad_cam, guided_backprop
+from course_utils.explorer import (
+    Explorer,
+    explain,
+    explorer,
+    layer_choices,
+    plot_explanation,
+    predict,
+)
+
+NAMES = ["circle", "square", "triangle", "star", "cross"]
+MEAN, STD = 0.5, 0.25
+
+
+def _preprocess(image) -> torch.Tensor:
+    array = np.asarray(image, dtype=np.float32) / 255
+    return (torch.from_numpy(array).permute(2, 0, 1) - MEAN) / STD
+
+
+def _deprocess(x: torch.Tensor) -> np.ndarray:
+    return (x * STD + MEAN).clamp(0, 1).movedim(-3, -1).numpy()
+
+
+@pytest.fixture
+def bundle() -> SimpleNamespace:
+    """The bundle protocol of course_utils.models, on a small random SqueezeNet."""
+    torch.manual_seed(0)
+    net = squeezenet1_1(weights=None, num_classes=len(NAMES)).eval()
+    return SimpleNamespace(
+        model=net,
+        preprocess=_preprocess,
+        deprocess=_deprocess,
+        class_names=NAMES,
+        target_layer="features.12",
+    )
+
+
+@pytest.fixture
+def photos() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "wide": rng.integers(0, 256, (48, 80, 3), dtype=np.uint8),
+        "tall": rng.integers(0, 256, (80, 48, 3), dtype=np.uint8),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _softmax(bundle, image) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.softmax(bundle.model(_preprocess(image)[None]), 1)[0]
+
+
+# ------------------------------------------------------------------ explain
+
+
+def test_grad_cam_explains_the_predicted_class_by_default(bundle, photos):
+    e = explain(bundle, photos["wide"], "grad_cam")
+    probs = _softmax(bundle, photos["wide"])
+    assert e.class_index == int(probs.argmax()) == e.top_k[0][0]
+    assert e.class_name == NAMES[e.class_index]
+    assert e.probability == pytest.approx(float(probs.max()))
+    assert e.layer == "features.12"
+    expected = grad_cam(bundle.model, _preprocess(photos["wide"])[None], layer="features.12")
+    np.testing.assert_allclose(e.map, expected[0].numpy(), atol=1e-6)
+    assert e.map.shape == (48, 80) and e.image.shape == (48, 80, 3)
+
+
+def test_explicit_class_and_layer_are_used(bundle, photos):
+    e = explain(bundle, photos["tall"], "grad_cam", class_index=3, layer="features.9")
+    assert (e.class_index, e.class_name, e.layer) == (3, "star", "features.9")
+    probs = _softmax(bundle, photos["tall"])
+    assert e.probability == pytest.approx(float(probs[3]))
+    x = _preprocess(photos["tall"])[None]
+    np.testing.assert_allclose(
+        e.map, grad_cam(bundle.model, x, [3], layer="features.9")[0].numpy(), atol=1e-6
+    )
+
+
+def test_guided_methods_return_channels_last_gradients(bundle, photos):
+    x = _preprocess(photos["wide"])[None]
+    gb = explain(bundle, photos["wide"], "guided_backprop", class_index=1, layer="features.3")
+    assert gb.layer is None  # guided backprop has no layer
+    expected = guided_backprop(bundle.model, x, [1])[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(gb.map, expected, atol=1e-7)
+    assert gb.display_map.shape == (48, 80, 3)
+    assert gb.display_map.min() >= 0.0 and gb.display_map.max() <= 1.0
+
+    ggc = explain(bundle, photos["wide"], "guided_grad_cam", class_index=1)
+    cam = grad_cam(bundle.model, x, [1], layer="features.12")[0].numpy()
+    np.testing.assert_allclose(ggc.map, expected * cam[..., None], atol=1e-7)
+
+
+def test_tensor_input_matches_image_input(bundle, photos):
+    from_image = explain(bundle, photos["wide"], class_index=2)
+    from_tensor = explain(bundle, _preprocess(photos["wide"]), class_index=2)
+    np.testing.assert_allclose(from_image.map, from_tensor.map)
+    with pytest.raises(ValueError, match="one image at a time"):
+        explain(bundle, _preprocess(photos["wide"])[None])
+
+
+def test_model_is_handed_back_unchanged(bundle, photos):
+    bundle.model.train()
+    before = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    for method in ("grad_cam", "guided_backprop", "guided_grad_cam"):
+        explain(bundle, photos["wide"], method)
+    assert bundle.model.training
+    assert all(not m._forward_hooks and not m._backward_hooks for m in bundle.model.modules())
+    assert all(p.grad is None for p in bundle.model.parameters())
+    for key, value in bundle.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_explain_rejects_bad_arguments(bundle, photos):
+    with pytest.raises(ValueError, match="unknown method"):
+        explain(bundle, photos["wide"], "gradcam")
+    with pytest.raises(ValueError, match="out of range"):
+        explain(bundle, photos["wide"], class_index=len(NAMES))
+    with pytest.raises(TypeError, match="class_index"):
+        explain(bundle, photos["wide"], class_index=1.0)
+    with pytest.raises(ValueError, match="no layer named"):
+        explain(bundle, photos["wide"], layer="features.99")
+    with pytest.raises(TypeError, match="PIL"):
+        explain(bundle, [[0, 1]])
+    wrong = SimpleNamespace(**{**vars(bundle), "class_names": NAMES[:2]})
+    with pytest.raises(ValueError, match="names 2 classes"):
+        explain(wrong, photos["wide"])
+
+
+def test_predict_is_sorted_and_sums_below_one(bundle, photos):
+    top = predict(bundle, photos["wide"], top_k=3)
+    probs = [p for _, _, p in top]
+    assert len(top) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+    assert len(predict(bundle, photos["wide"], top_k=50)) == len(NAMES)
+    with pytest.raises(ValueError, match="top_k"):
+        predict(bundle, photos["wide"], top_k=0)
+
+
+def test_layer_choices_are_weighted_siblings(bundle):
+    choices = layer_choices(bundle.model, "features.12")
+    assert choices[0] == "features.0" and choices[-1] == "features.12"
+    assert "features.1" not in choices and "features.2" not in choices  # ReLU, MaxPool
+    with pytest.raises(ValueError):
+        layer_choices(bundle.model, "featurs.12")
+
+
+def test_title_and_plot_name_image_method_class(bundle, photos):
+    e = explain(bundle, photos["wide"], "grad_cam", class_index=0)
+    title = e.title("wide")
+    assert title.startswith("wide: Grad-CAM @ features.12 for circle (p = ")
+    fig = plot_explanation(e, "wide")
+    assert fig._suptitle.get_text().startswith("wide: circle (p = ")
+    assert [ax.get_title() for ax in fig.axes] == ["wide", "Grad-CAM @ features.12", "top classes"]
+
+
+# ------------------------------------------------------------------ Explorer
+
+
+def test_explorer_caches_and_builds_widgets_lazily(bundle, photos):
+    app = explorer(bundle, photos)
+    assert isinstance(app, Explorer) and app._widget is None
+    first = app.explain("wide", "grad_cam", 1, "features.12")
+    assert app.explain("wide", "grad_cam", 1, "features.12") is first
+    assert app.last is first
+    with pytest.raises(ValueError, match="unknown image"):
+        app.explain("nope")
+
+
+def test_explorer_widgets_drive_the_compute_function(bundle, photos):
+    app = Explorer(bundle, photos, top_k=3)
+    box = app.widget  # builds the widgets headless and renders the first explanation
+    assert type(box).__name__ == "VBox"
+    controls = app._controls
+    assert controls["image"].value == "wide" and controls["layer"].value == "features.12"
+    assert app.last.method == "grad_cam" and app.last.class_index == app.predictions("wide")[0][0]
+
+    controls["image"].value = "tall"  # new image: class picker offers its own top classes
+    assert [i for _, i in controls["class"].options] == [i for i, _, _ in app.predictions("tall")]
+    assert app.last.image.shape[:2] == (80, 48)
+
+    second_best = controls["class"].options[1][1]
+    controls["class"].value = second_best
+    assert app.last.class_index == second_best
+
+    controls["method"].value = "guided_backprop"
+    assert controls["layer"].disabled and app.last.layer is None
+    controls["method"].value = "grad_cam"
+    controls["layer"].value = "features.9"
+    assert not controls["layer"].disabled and app.last.layer == "features.9"
+
+
+def test_explorer_rejects_bad_configuration(bundle, photos):
+    with pytest.raises(ValueError, match="methods"):
+        Explorer(bundle, photos, methods=["gradcam"])
+    with pytest.raises(ValueError, match="empty"):
+        Explorer(bundle, {})
+    with pytest.raises(ValueError, match="no layer named"):
+        Explorer(bundle, photos, layers=["features.99"])
