@@ -15,6 +15,8 @@ from ..pooling import channel_weights, weighted_cam
 from ..relu import relu_modules
 from ..upsample import upsample
 from ._core import (
+    MISTAKES,
+    CheckFailed,
     accepts,
     as_tensor,
     call,
@@ -52,7 +54,13 @@ def _guarded(
     before, hooks = structure(model), count_hooks(model)
 
     def wrapped(m: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        out = convert(call(fn, m, x, labels), x)
+        try:
+            out = convert(call(fn, m, x, labels), x)
+        except CheckFailed as exc:
+            damage = ruined(model, before)
+            if damage and exc.mistake is MISTAKES["crashed"]:
+                fail("permanent_swap", f"{damage} ({exc.__cause__})")
+            raise
         damage = ruined(model, before)
         if damage:
             fail("permanent_swap", damage)
@@ -61,6 +69,23 @@ def _guarded(
         return out
 
     return wrapped
+
+
+def batch_of_one(
+    wrapped: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+    model: nn.Module,
+    images: torch.Tensor,
+    reference: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> None:
+    """The last probe: a batch of one, where a crash almost always means ``squeeze()``."""
+    try:
+        one = wrapped(model, images[:1].clone(), LABELS[:1])
+    except CheckFailed as exc:
+        if exc.mistake is MISTAKES["crashed"]:
+            fail("squeeze_all", f"a batch of one crashed: {exc.__cause__}")
+        raise
+    if not report("batch of one", one, reference(images[:1], LABELS[:1])):
+        fail("wrong_values", "a batch of one differs from the reference")
 
 
 def check_guided_backprop(fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]) -> None:
@@ -91,9 +116,7 @@ def check_guided_backprop(fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], 
                               atol=1e-4 * float(expected.abs().max())):
                 fail(key, "your gradient matches a partly guided (or plain) gradient")
         run_gradient_probes(wrapped, model, images, reference, "guided gradient")
-    one = wrapped(model, images[:1].clone(), LABELS[:1])
-    if not report("batch of one", one, reference(images[:1], LABELS[:1])):
-        fail("wrong_values", "a batch of one differs from the reference")
+    batch_of_one(wrapped, model, images, reference)
     passed("check_guided_backprop")
 
 
@@ -140,7 +163,5 @@ def check_grad_cam(fn: Callable[..., Any]) -> None:
         if with_black.isnan().any():
             fail("nan_zero_map", "the black image's map (all zero before normalising) is NaN")
         fail("flat_not_zero", f"the black image's map became {with_black[1].unique()[:3]}")
-    one = wrapped(model, images[:1].clone(), LABELS[:1])
-    if not report("batch of one", one, reference(images[:1], LABELS[:1])):
-        fail("wrong_values", "a batch of one differs from the reference")
+    batch_of_one(wrapped, model, images, reference)
     passed("check_grad_cam")

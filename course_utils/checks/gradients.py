@@ -42,11 +42,23 @@ NEIGHBOUR_LABELS = torch.tensor([1, 4, 2])
 
 
 def input_gradient(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, guided: Iterable[nn.Module] = ()
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    guided: Iterable[nn.Module] = (),
+    *,
+    eval_mode: bool = True,
 ) -> torch.Tensor:
-    """``∂ score[i, labels[i]] / ∂ images[i]`` in eval mode, with the ``guided`` modules'
-    backward replaced by the guided rule (the reference for the checks)."""
-    with evaluating(model), torch.enable_grad(), ExitStack() as stack:
+    """``∂ score[i, labels[i]] / ∂ images[i]``, with the ``guided`` modules' backward replaced
+    by the guided rule (the reference for the checks).
+
+    ``eval_mode=False`` leaves the training flags alone, for models the learner's code has
+    just rebuilt (``model.eval()`` would crash on a function stored among the modules).
+    """
+    with ExitStack() as stack:
+        if eval_mode:
+            stack.enter_context(evaluating(model))
+        stack.enter_context(torch.enable_grad())
         for module in guided:
             handle = module.register_forward_hook(lambda m, i, out: GuidedReLU.apply(out))
             stack.callback(handle.remove)
@@ -120,7 +132,9 @@ def run_gradient_probes(
         if torch.allclose(second, first * 2, rtol=1e-3, atol=1e-7):
             fail("accumulating_grads", "the second call returned twice the first")
         fail("wrong_values", "the second call on the same images differs from the first")
-    if images.requires_grad or images.grad is not None:
+    untouched = not images.requires_grad and images.grad is None
+    print(f"caller's images untouched: {'✓' if untouched else '✗'}")
+    if not untouched:
         fail("mutates_images", f"images.requires_grad={images.requires_grad}, "
              f"images.grad is {'set' if images.grad is not None else 'None'}")
 
@@ -231,11 +245,15 @@ def check_swap_relus(fn: Callable[[nn.Module], Any]) -> None:
     before, hooks = structure(model), count_hooks(model)
 
     ctx = call(fn, model)
-    if hasattr(ctx, "__enter__"):
-        with ctx:
-            got = input_gradient(model, images, labels)
-    else:
-        got = input_gradient(model, images, labels)
+    if not hasattr(ctx, "__enter__"):
+        damage = ruined(model, before) or "fn(model) returned no context manager"
+        if damage.startswith("fn") and torch.allclose(
+            input_gradient(model, images, labels), plain
+        ):
+            fail("wrong_values", f"{damage}; use @contextmanager and yield inside try/finally")
+        fail("permanent_swap", damage)
+    with ctx:
+        got = input_gradient(model, images, labels, eval_mode=False)
     damage = ruined(model, before)
     print(f"model intact after the block: {'✓' if damage is None else '✗'}")
     if damage:
