@@ -11,10 +11,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import mistakes as m
 import pytest
 import torch
 
 import course_utils as cu
+from course_utils.cam import layer_activation_and_gradient
 from course_utils.checks import (
     MISTAKES,
     CheckFailed,
@@ -30,9 +32,9 @@ from course_utils.checks import (
     check_upsample,
     check_weighted_cam,
 )
-from course_utils.cam import layer_activation_and_gradient
 
-import mistakes as m
+# The deprecated-hook implementation makes torch warn, as it should for a learner.
+pytestmark = pytest.mark.filterwarnings("ignore:Using a non-full backward hook:FutureWarning")
 
 
 def reference_class_gradient(model: Any, images: torch.Tensor, labels: Any) -> torch.Tensor:
