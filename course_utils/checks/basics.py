@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ..pooling import channel_weights, weighted_cam
 from ..scores import select_scores
 from ..upsample import normalize_per_image, upsample
-from ._core import as_tensor, call, fail, passed, report, seeded
+from ._core import CheckFailed, as_tensor, call, fail, passed, report, seeded
 
 __all__ = [
     "check_channel_weights",
@@ -70,8 +70,9 @@ def check_guided_relu(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     for dtype, device in [(torch.float64, "cpu")] + [(torch.float32, d) for d in devices]:
         try:
             y, grad = _relu_backward(fn, _X.to(device, dtype), _G.to(device, dtype))
-        except AssertionError as exc:
-            fail("cpu_only_zeros", f"fails for a {dtype} tensor on {device!r}: {exc}")
+        except CheckFailed as exc:
+            error = exc.__cause__ or exc.mistake.name
+            fail("cpu_only_zeros", f"fails for a {dtype} tensor on {device!r}: {error}")
         ok = y.dtype == dtype and y.device.type == device and grad.device.type == device
         print(f"{str(dtype)[6:]} on {device}: output {str(y.dtype)[6:]} on {y.device.type} "
               f"{'✓' if ok else '✗'}")
@@ -236,7 +237,8 @@ def check_normalize(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
                 fail("nan_zero_map", f"{int(got.isnan().sum())} NaN values")
             per_batch = (original - original.min()) / (original.max() - original.min())
             if torch.allclose(got, per_batch, atol=1e-5):
-                fail("per_batch_norm", f"image maxima {got.flatten(1).amax(1).tolist()}")
+                maxima = ", ".join(f"{v:.2f}" for v in got.flatten(1).amax(1).tolist())
+                fail("per_batch_norm", f"the images' maxima are {maxima}, not all 1")
             if what == "an all-zero map" and torch.allclose(got[:1], expected[:1], atol=1e-5):
                 fail("flat_not_zero", f"the all-zero map became {got[1].unique().tolist()}")
             fail("wrong_values", "each image should span exactly [0, 1]")

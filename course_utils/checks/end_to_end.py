@@ -38,7 +38,7 @@ LAYER = "features.12"
 
 def squeezenet_probe() -> tuple[nn.Module, torch.Tensor]:
     """Seeded SqueezeNet 1.1 (eval) and three 64×80 images, the second one brighter."""
-    with seeded(7):
+    with seeded(17):  # a seed where every probe label gives a non-empty map
         model = squeezenet1_1(weights=None).eval()
         images = torch.randn(3, 3, 64, 80)
     images[1] *= 3
@@ -103,19 +103,17 @@ def check_guided_backprop(fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], 
     def reference(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return guided_backprop(model, x, labels)
 
-    got = wrapped(model, images.clone(), LABELS)
-    expected = reference(images, LABELS)
-    if report("guided gradient vs course_utils.guided_backprop", got, expected):
-        run_gradient_probes(wrapped, model, images, reference, "guided gradient")
-    else:
+    def diagnose(got: torch.Tensor) -> None:
         relus = [m for _, m in relu_modules(model)]
-        top = list(model.features.children()) + list(model.classifier.children())
-        for key, guided in [("no_guided_relus", []), ("missed_nested", [m for m in top
-                                                                      if m in relus])]:
-            if torch.allclose(got, input_gradient(model, images, LABELS, guided), rtol=1e-3,
-                              atol=1e-4 * float(expected.abs().max())):
-                fail(key, "your gradient matches a partly guided (or plain) gradient")
-        run_gradient_probes(wrapped, model, images, reference, "guided gradient")
+        top = [m for m in model.features.children() if m in relus]
+        scale = float(got.abs().max())
+        for key, guided in [("no_guided_relus", []), ("missed_nested", top)]:
+            partly = input_gradient(model, images, LABELS, guided)
+            if torch.allclose(got, partly, rtol=1e-3, atol=1e-4 * scale):
+                fail(key, "your gradient equals the gradient with "
+                     f"{len(guided)} of the {len(relus)} ReLUs guided")
+
+    run_gradient_probes(wrapped, model, images, reference, "guided gradient", diagnose)
     batch_of_one(wrapped, model, images, reference)
     passed("check_guided_backprop")
 
@@ -147,14 +145,15 @@ def check_grad_cam(fn: Callable[..., Any]) -> None:
     def reference(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return grad_cam(model, x, labels, layer=LAYER)
 
-    got = wrapped(model, images.clone(), LABELS)
-    if not report("Grad-CAM vs course_utils.grad_cam", got, reference(images, LABELS)):
+    def diagnose(got: torch.Tensor) -> None:
         acts, grads = layer_activation_and_gradient(model, images, LABELS, layer=LAYER)
         raw = upsample(weighted_cam(acts, channel_weights(grads)), tuple(images.shape[-2:]))
         per_batch = (raw - raw.min()) / (raw.max() - raw.min())
         if torch.allclose(got, per_batch, atol=1e-4):
-            fail("per_batch_norm", f"image maxima {got.flatten(1).amax(1).tolist()}")
-    run_gradient_probes(wrapped, model, images, reference, "Grad-CAM")
+            maxima = ", ".join(f"{v:.2f}" for v in got.flatten(1).amax(1).tolist())
+            fail("per_batch_norm", f"the images' maxima are {maxima}, not all 1")
+
+    run_gradient_probes(wrapped, model, images, reference, "Grad-CAM", diagnose)
 
     black = images.clone()
     black[1] = 0

@@ -86,14 +86,16 @@ def run_gradient_probes(
     images: torch.Tensor,
     reference: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     what: str,
+    diagnose: Callable[[torch.Tensor], None] | None = None,
     rtol: float = 1e-4,
 ) -> None:
     """The probes shared by every "gradient of a class score" check.
 
     ``fn(model, images, labels)`` must return a tensor comparable with
     ``reference(images, labels)`` (already converted by the caller's ``fn`` wrapper). In order:
-    agreement in eval mode (diagnosing label mistakes on failure), train mode (no eval),
-    the same tensor twice (accumulation), and the caller's images afterwards.
+    agreement in eval mode (on failure ``diagnose(got)`` gets the first word, then the label
+    probes), train mode (no eval), the same tensor twice (accumulation), and the caller's
+    images afterwards.
     """
 
     def fresh(labels: torch.Tensor) -> torch.Tensor:
@@ -107,6 +109,8 @@ def run_gradient_probes(
             fail("wrong_shape", f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
         if got.isnan().any():
             fail("nan_zero_map", f"{int(got.isnan().sum())} NaN values")
+        if diagnose is not None:
+            diagnose(got)
         if torch.allclose(fresh(OTHER_LABELS), got):
             fail("hardcoded_backward", "other labels gave the same result")
         neighbour = fresh(NEIGHBOUR_LABELS)
