@@ -135,6 +135,8 @@ WRONG: list[tuple[str, Callable[[Any], None], Any, str]] = [
     ("gc-squeeze", check_grad_cam, m.learner_grad_cam(squeeze="all"), "squeeze_all"),
     ("gc-no-eval", check_grad_cam, m.learner_grad_cam(use_eval=False), "no_eval"),
     ("gc-hooks-left", check_grad_cam, m.learner_grad_cam(remove_hooks=False), "hooks_left"),
+    ("gc-deprecated", check_grad_cam, m.learner_grad_cam(deprecated_hook=True),
+     "deprecated_backward_hook"),
     ("gc-onehot-sum", check_grad_cam, m.learner_grad_cam(target="onehot_batch_sum"),
      "onehot_batch_sum"),
 ]
@@ -154,6 +156,24 @@ def test_mistake_is_named(check: Callable[[Any], None], fn: Any, key: str, capsy
     assert isinstance(info.value, CheckFailed) and info.value.mistake is mistake
     assert mistake.hint in str(info.value)
     assert "✗" in capsys.readouterr().out or key in NAMED_BEFORE_COMPARING
+
+
+@pytest.mark.parametrize(
+    ("check", "name", "key"),
+    [
+        (check_guided_relu, "CustomReLU", "cpu_only_zeros"),
+        (check_guided_backprop, "guided_backprop", "permanent_swap"),
+        (check_grad_cam, "grad_cam", "hw_swap"),
+    ],
+)
+def test_the_assignment_code_is_diagnosed(
+    check: Callable[[Any], None], name: str, key: str
+) -> None:
+    """The seed's own code, transcribed, fails each check with its first classic mistake."""
+    fn = m.CpuZerosReLU.apply if name == "CustomReLU" else m.seed_method(name)
+    with pytest.raises(CheckFailed) as info:
+        check(fn)
+    assert info.value.mistake is MISTAKES[key]
 
 
 #: Mistakes detected before any value comparison is printed (a crash, a shape, a flag).

@@ -21,6 +21,7 @@ from ._core import (
     as_tensor,
     call,
     count_hooks,
+    deprecated_hook_modules,
     fail,
     passed,
     report,
@@ -66,6 +67,9 @@ def _guarded(
             fail("permanent_swap", damage)
         if count_hooks(model) != hooks:
             fail("hooks_left", f"{count_hooks(model) - hooks} hook(s) left on the model")
+        deprecated = deprecated_hook_modules(model)
+        if deprecated:
+            fail("deprecated_backward_hook", f"register_backward_hook was used on {deprecated}")
         return out
 
     return wrapped
