@@ -87,3 +87,21 @@ def test_gradcheck_sees_the_guided_rule_only_with_negative_upstream_gradients() 
     assert torch.autograd.gradcheck(GuidedReLU.apply, (x,))
     # ... but behind a sign flip the upstream gradient is negative and gets blocked.
     assert not torch.autograd.gradcheck(lambda t: -GuidedReLU.apply(t), (x,), raise_exception=False)
+
+
+def test_guided_relus_equal_swapping_in_guided_relu_functions() -> None:
+    """The hook route (clamp at the output + the module's own mask) is GuidedReLU exactly."""
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Linear(6, 16), nn.ReLU(inplace=True), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)
+    )
+    x = torch.randn(5, 6, requires_grad=True)
+    with guided_relus(net):
+        (hooked,) = torch.autograd.grad(net(x)[:, 2].sum(), x)
+
+    h = x
+    for layer in net:
+        h = GuidedReLU.apply(h) if isinstance(layer, nn.ReLU) else layer(h)
+    (direct,) = torch.autograd.grad(h[:, 2].sum(), x)
+    assert torch.allclose(hooked, direct, atol=1e-6)
+    assert not torch.allclose(hooked, torch.autograd.grad(net(x)[:, 2].sum(), x)[0])

@@ -1,0 +1,83 @@
+"""A faithful copy of the assignment's original solution (../shared/seed/origin.md).
+
+Kept only as the baseline the benchmarks compare against — bugs included (CPU-only zeros,
+ReLUs written into ``_modules`` for good, hooks never removed, full ``.backward()``). Every
+call must get a fresh copy of the model, because the original ruins the one it is given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.autograd import Function as TorchFunc
+
+
+class CustomReLU(TorchFunc):
+    @staticmethod
+    def forward(self, x):  # noqa: ANN001, ANN205
+        output = torch.addcmul(torch.zeros(x.size()), x, (x > 0).type_as(x))
+        self.save_for_backward(x, output)
+        return output
+
+    @staticmethod
+    def backward(self, dout):  # noqa: ANN001, ANN205
+        x, output = self.saved_tensors
+        grad_input = torch.zeros_like(dout)
+        mask = (x > 0) & (dout > 0)
+        grad_input = torch.addcmul(grad_input, mask.type_as(dout), dout, value=1)
+        return grad_input
+
+
+class SeedGradCam:
+    def guided_backprop(self, X_tensor, y_tensor, gc_model):  # noqa: ANN001, ANN201, N803
+        for param in gc_model.parameters():
+            param.requires_grad = True
+        for idx, module in gc_model.features._modules.items():
+            if module.__class__.__name__ == "ReLU":
+                gc_model.features._modules[idx] = CustomReLU.apply
+            elif module.__class__.__name__ == "Fire":
+                for idx_c, child in gc_model.features[int(idx)].named_children():
+                    if child.__class__.__name__ == "ReLU":
+                        gc_model.features[int(idx)]._modules[idx_c] = CustomReLU.apply
+        X_tensor.requires_grad_()
+        scores = gc_model(X_tensor)
+        y_tensor = y_tensor.view(-1, 1)
+        scores = scores.gather(1, y_tensor).squeeze()
+        scores.backward(torch.ones_like(scores), retain_graph=True)
+        guided_gradients = X_tensor.grad.cpu().data.numpy()
+        return np.transpose(guided_gradients, (0, 2, 3, 1))
+
+    def grad_cam(self, X_tensor, y_tensor, gc_model):  # noqa: ANN001, ANN201, N803
+        conv_module = gc_model.features[12]
+        self.gradient_value = None
+        self.activation_value = None
+
+        def gradient_hook(a, b, gradient):  # noqa: ANN001, ANN202
+            self.gradient_value = gradient[0]
+
+        def activation_hook(a, b, activation):  # noqa: ANN001, ANN202
+            self.activation_value = activation
+
+        conv_module.register_forward_hook(activation_hook)
+        conv_module.register_backward_hook(gradient_hook)
+        scores = gc_model(X_tensor)
+        y_tensor = y_tensor.view(-1, 1)
+        scores = scores.gather(1, y_tensor).squeeze()
+        scores.backward(torch.ones_like(scores), retain_graph=True)
+        activations = self.activation_value.detach()
+        gradients = self.gradient_value.detach()
+        pooled_gradients = torch.mean(gradients, dim=[2, 3], keepdim=True)
+        cam = torch.sum(pooled_gradients * activations, dim=1, keepdim=True)
+        cam = torch.nn.functional.relu(cam)
+        cam = cam.cpu().detach().numpy()
+        cam = np.squeeze(cam)
+        cam_scaled = []
+        for i in range(cam.shape[0]):
+            cam_scaled.append(
+                np.array(Image.fromarray(cam[i]).resize(X_tensor[i, 0, :, :].shape, Image.BICUBIC))
+            )
+        cam = np.array(cam_scaled)
+        cam -= np.min(cam)
+        cam /= np.max(cam)
+        return cam
