@@ -43,29 +43,12 @@ import course_utils
 
 PACKAGE_DIR = Path(course_utils.__file__).resolve().parent
 
-#: Graded content of each assignment: students must write these themselves.
-FORBIDDEN = {
-    "a1": (
-        "relu.GuidedReLU",
-        "relu.guided_relus",
-        "relu._guided_output_hook",
-        "guided.guided_backprop",
-        "cam.guided_grad_cam",
-        "cam.GradCam",
-    ),
-    "a2": (
-        "scores.select_scores",
-        "scores.as_labels",
-        "hooks.LayerRecorder",
-        "cam.layer_activation_and_gradient",
-        "pooling.channel_weights",
-        "pooling.weighted_cam",
-        "upsample.upsample",
-        "upsample.normalize_per_image",
-        "cam.grad_cam",
-        "cam.guided_grad_cam",
-        "cam.GradCam",
-    ),
+#: course_utils modules whose every function and class is graded content of the assignment:
+#: students write their own. A1 may use hooks/scores helpers; A2 may use guided backprop
+#: (relu, guided), which is A1's content.
+FORBIDDEN_MODULES = {
+    "a1": ("relu", "guided", "cam"),
+    "a2": ("scores", "hooks", "pooling", "upsample", "cam"),
 }
 
 
@@ -178,9 +161,19 @@ def tripwire(*args, **kwargs):
 """
 
 
+def _forbidden(assignment: str) -> list[str]:
+    """``"module.name"`` of every function and class the forbidden modules define."""
+    names = []
+    for module_name in FORBIDDEN_MODULES[assignment]:
+        defined, _ = _defined_and_imported(PACKAGE_DIR / f"{module_name}.py")
+        names += [f"{module_name}.{name}" for name in sorted(defined)]
+    return names
+
+
 @contextmanager
 def no_reference_calls(assignment: str) -> Iterator[None]:
-    """Inside the block, calling one of ``FORBIDDEN[assignment]`` from outside course_utils fails.
+    """Inside the block, calling a function of ``FORBIDDEN_MODULES[assignment]`` fails unless
+    course_utils itself is the caller.
 
     The guard swaps each function's ``__code__`` (so every alias of the object is covered) for
     a stub that looks at its caller: course_utils' own internal calls run the original code,
@@ -199,7 +192,7 @@ def no_reference_calls(assignment: str) -> Iterator[None]:
         )
 
     try:
-        for dotted in FORBIDDEN[assignment]:
+        for dotted in _forbidden(assignment):
             module_name, _, attr = dotted.rpartition(".")
             module = importlib.import_module(f"course_utils.{module_name}")
             for owner, member, fn in _functions_of(getattr(module, attr)):
