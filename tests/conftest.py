@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet18, squeezenet1_1
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, NO_CUDA])]
 
 
 @pytest.fixture(params=DEVICES)
