@@ -304,6 +304,12 @@ class Explorer:
             ``bundle.target_layer``.
         top_k: classes offered in the class picker (the image's most likely ones).
 
+    Attributes:
+        last: the most recent :class:`Explanation` (``None`` before the first).
+        controls: the pickers by name (``"image"``, ``"class"``, ``"layer"``, ``"method"``),
+            empty until the widgets are built; setting a control's ``value`` updates the app
+            as a click would, which is how the notebook tests the app without a browser.
+
     Results are cached per (image, method, class, layer), so flipping back and forth during
     a lecture is instant. Display the object (last line of a cell) or its :attr:`widget`.
     """
@@ -337,7 +343,7 @@ class Explorer:
         self._cache: dict[tuple[str, str, int | None, str | None], Explanation] = {}
         self._predictions: dict[str, list[tuple[int, str, float]]] = {}
         self._widget: Any = None
-        self._controls: dict[str, Any] = {}
+        self.controls: dict[str, Any] = {}
         self._status: Any = None
         self._output: Any = None
         self._updating = False
@@ -395,7 +401,7 @@ class Explorer:
         first = next(iter(self.images))
         style = {"description_width": "60px"}
         layout = w.Layout(width="320px")
-        self._controls = {
+        self.controls = {
             "image": w.Dropdown(
                 options=list(self.images),
                 value=first,
@@ -425,10 +431,10 @@ class Explorer:
         }
         self._status = w.HTML()
         self._output = w.Output()
-        for control in self._controls.values():
+        for control in self.controls.values():
             control.observe(self._on_change, names="value")
         self._render()
-        c = self._controls
+        c = self.controls
         return w.VBox(
             [
                 w.HBox([c["image"], c["class"], c["layer"]]),
@@ -449,21 +455,21 @@ class Explorer:
     def _on_change(self, change: dict[str, Any]) -> None:
         if self._updating:
             return
-        if change["owner"] is self._controls["image"]:
+        if change["owner"] is self.controls["image"]:
             self._updating = True
             try:  # new image: offer its own top classes, starting with the predicted one
                 options = self._class_options(change["new"])
-                self._controls["class"].options = options
-                self._controls["class"].value = options[0][1]
+                self.controls["class"].options = options
+                self.controls["class"].value = options[0][1]
             finally:
                 self._updating = False
-        self._controls["layer"].disabled = self._controls["method"].value == "guided_backprop"
+        self.controls["layer"].disabled = self.controls["method"].value == "guided_backprop"
         self._render()
 
     def _render(self) -> None:
         from IPython.display import display
 
-        c = self._controls
+        c = self.controls
         image_name = c["image"].value
         self._status.value = "<i>computing...</i>"
         explanation = self.explain(

@@ -190,7 +190,7 @@ def test_explorer_widgets_drive_the_compute_function(bundle, photos):
     app = Explorer(bundle, photos, top_k=3)
     box = app.widget  # builds the widgets headless and renders the first explanation
     assert type(box).__name__ == "VBox"
-    controls = app._controls
+    controls = app.controls
     assert controls["image"].value == "wide" and controls["layer"].value == "features.12"
     assert app.last.method == "grad_cam" and app.last.class_index == app.predictions("wide")[0][0]
 
