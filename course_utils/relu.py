@@ -41,7 +41,9 @@ class GuidedReLU(torch.autograd.Function):
     (the assignment's ``torch.zeros(x.size())`` fails for CUDA tensors).
 
     The backward is *not* the derivative of the forward — that is the point of guided
-    backprop — so :func:`torch.autograd.gradcheck` rejects it by design.
+    backprop. :func:`torch.autograd.gradcheck` alone does not notice: it probes with
+    non-negative upstream gradients, which the ``1[g > 0]`` mask lets through. Behind a
+    sign flip (``-GuidedReLU.apply(x)``) it fails, as it should.
 
     Example:
         >>> x = torch.tensor([-1.0, 2.0, 3.0], requires_grad=True)
