@@ -379,15 +379,23 @@ def box_localization(
 
 
 def _average_ranks(values: torch.Tensor) -> torch.Tensor:
-    """Ranks 0..n-1 of a 1-D tensor, tied values sharing the mean of their ranks."""
-    order = values.argsort()
-    _, inverse, counts = torch.unique_consecutive(
-        values[order], return_inverse=True, return_counts=True
-    )
-    first = counts.cumsum(0) - counts
-    group_rank = first.double() + (counts.double() - 1) / 2
-    ranks = torch.empty_like(group_rank[inverse])
-    ranks[order] = group_rank[inverse]
+    """Ranks 0..P-1 along dim 1 of ``(N, P)``, tied values sharing the mean of their ranks.
+
+    After sorting, a run of equal values occupies positions ``first..last``; each member gets
+    ``(first + last) / 2``. ``first`` is a running maximum of run starts, ``last`` a running
+    minimum (from the right) of run ends — no Python loop over images or values.
+    """
+    sorted_values, order = values.sort(dim=1)
+    n, p = values.shape
+    position = torch.arange(p, device=values.device).expand(n, p)
+    starts = torch.ones_like(sorted_values, dtype=torch.bool)
+    starts[:, 1:] = sorted_values[:, 1:] != sorted_values[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, position, 0).cummax(dim=1).values
+    last = torch.where(ends, position, p).flip(1).cummin(dim=1).values.flip(1)
+    ranks = torch.empty_like(sorted_values, dtype=torch.float64)
+    ranks.scatter_(1, order, (first + last).double() / 2)
     return ranks
 
 
@@ -423,8 +431,7 @@ def spearman(a: Any, b: Any) -> torch.Tensor:
         raise ValueError("each map needs at least two pixels to rank")
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
         raise ValueError("maps contain NaN or inf")
-    ra = torch.stack([_average_ranks(row) for row in a])
-    rb = torch.stack([_average_ranks(row) for row in b])
+    ra, rb = _average_ranks(a), _average_ranks(b)
     ra = ra - ra.mean(dim=1, keepdim=True)
     rb = rb - rb.mean(dim=1, keepdim=True)
     denominator = (ra.square().sum(dim=1) * rb.square().sum(dim=1)).sqrt()
