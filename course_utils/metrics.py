@@ -439,13 +439,12 @@ def spearman(a: Any, b: Any) -> torch.Tensor:
     return torch.where(denominator > 0, rho, torch.nan).float()
 
 
-def _reinitializable(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def _reinitializable(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """Modules in ``module``'s subtree that own parameters and can ``reset_parameters()``."""
     return [
-        (name, module)
-        for name, module in model.named_modules()
-        if name
-        and hasattr(module, "reset_parameters")
-        and any(True for _ in module.parameters(recurse=False))
+        (f"{prefix}.{name}" if prefix and name else prefix or name, sub)
+        for name, sub in module.named_modules()
+        if hasattr(sub, "reset_parameters") and any(True for _ in sub.parameters(recurse=False))
     ]
 
 
@@ -456,14 +455,18 @@ def cascading_randomization(
 
     The "cascading model-parameter randomisation" test of Adebayo et al. (2018): if a saliency
     method explains the *model*, its maps must change once the learned weights are gone. After
-    each step the copy has random weights in that layer and every layer above it.
+    each step the copy has random weights in that layer and every layer above it. Each module
+    is reset by its own ``reset_parameters()`` — the initialisation the network started from
+    (for BatchNorm: weight 1, bias 0 and fresh running statistics).
 
     Args:
         model: the trained network; it is deep-copied and never modified.
-        layers: dotted names to randomise, in the order to do it (top first). Default: every
-            module owning parameters and a ``reset_parameters`` method (conv, linear, norm
-            layers), in reverse registration order — the output-to-input order for networks
-            that register their layers in forward order, as torchvision's do.
+        layers: dotted names to randomise, in the order to do it (top first). A name may be a
+            block (e.g. a Fire module): every re-initialisable module inside it is reset in
+            that step. Default: every module owning parameters and a ``reset_parameters``
+            method (conv, linear, norm layers), in reverse registration order — the
+            output-to-input order for networks that register their layers in forward order,
+            as torchvision's do.
         seed: seed for the new weights; the global random state is left as it was.
 
     Yields:
@@ -477,18 +480,21 @@ def cascading_randomization(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    candidates = dict(_reinitializable(model))
     if layers is None:
-        order = list(reversed(candidates))
+        order = [name for name, _ in reversed(_reinitializable(model)) if name]
     else:
         if isinstance(layers, str):
             raise TypeError("layers must be a sequence of names, not a single string")
         order = list(layers)
-        unknown = [name for name in order if name not in candidates]
+        modules = dict(model.named_modules())
+        unknown = [name for name in order if not name or name not in modules]
         if unknown:
+            raise ValueError(f"{type(model).__name__} has no layers named {unknown}")
+        empty = [name for name in order if not _reinitializable(modules[name])]
+        if empty:
             raise ValueError(
-                f"cannot re-initialise {unknown}: not modules with their own parameters and "
-                f"reset_parameters. Candidates: {list(candidates)}"
+                f"cannot re-initialise {empty}: nothing inside has its own parameters and "
+                "reset_parameters"
             )
     if not order:
         raise ValueError("the model has no layers with parameters to randomise")
@@ -498,5 +504,6 @@ def cascading_randomization(
         step_seed = int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
         with torch.random.fork_rng(), torch.no_grad():
             torch.manual_seed(step_seed)
-            clone.get_submodule(name).reset_parameters()
+            for _, module in reversed(_reinitializable(clone.get_submodule(name))):
+                module.reset_parameters()
         yield name, clone

@@ -364,9 +364,27 @@ def test_cascade_with_explicit_layers_and_errors():
     assert [n for n, _ in cascading_randomization(net, layers=["0"])] == ["0"]
     with pytest.raises(ValueError, match="cannot re-initialise"):
         list(cascading_randomization(net, layers=["1"]))
+    with pytest.raises(ValueError, match="no layers named"):
+        list(cascading_randomization(net, layers=["7"]))
     with pytest.raises(TypeError, match="sequence of names"):
         list(cascading_randomization(net, layers="0"))
     with pytest.raises(ValueError, match="no layers"):
         list(cascading_randomization(nn.ReLU()))
     with pytest.raises(TypeError, match="nn.Module"):
         list(cascading_randomization("net"))
+
+
+def test_cascade_by_block_resets_everything_inside():
+    torch.manual_seed(0)
+    net = squeezenet1_1(weights=None)
+    steps = cascading_randomization(net, layers=["classifier", "features.12", "features.0"])
+    name, randomized = next(steps)
+    assert name == "classifier"
+    assert not torch.equal(randomized.classifier[1].weight, net.classifier[1].weight)
+    assert torch.equal(randomized.features[12].squeeze.weight, net.features[12].squeeze.weight)
+    name, randomized = next(steps)
+    for part in ("squeeze", "expand1x1", "expand3x3"):
+        assert not torch.equal(
+            getattr(randomized.features[12], part).weight, getattr(net.features[12], part).weight
+        ), part
+    assert torch.equal(randomized.features[11].squeeze.weight, net.features[11].squeeze.weight)
