@@ -261,6 +261,8 @@ def layer_choices(model: nn.Module, target_layer: str) -> list[str]:
 def plot_explanation(explanation: Explanation, image_name: str | None = None) -> Figure:
     """Three panels: the image, the explanation, and the top classes (explained one in colour).
 
+    A class explained from outside the top classes gets its own bar at the bottom.
+
     Returns:
         The figure (not shown: the notebook's inline backend or :class:`Explorer` shows it).
     """
@@ -279,9 +281,12 @@ def plot_explanation(explanation: Explanation, image_name: str | None = None) ->
     for ax in (ax_img, ax_map):
         ax.axis("off")
 
-    names = [name for _, name, _ in e.top_k][::-1]
-    probs = [p for _, _, p in e.top_k][::-1]
-    colours = ["tab:orange" if i == e.class_index else "tab:gray" for i, _, _ in e.top_k][::-1]
+    bars = list(e.top_k)
+    if all(i != e.class_index for i, _, _ in bars):  # explaining a class outside the top k
+        bars.append((e.class_index, e.class_name, e.probability))
+    names = [name for _, name, _ in bars][::-1]
+    probs = [p for _, _, p in bars][::-1]
+    colours = ["tab:orange" if i == e.class_index else "tab:gray" for i, _, _ in bars][::-1]
     ax_bar.barh(range(len(names)), probs, color=colours)
     ax_bar.set_yticks(range(len(names)), [n[:22] for n in names], fontsize=12)
     ax_bar.set_xlim(0, 1)
@@ -303,6 +308,8 @@ class Explorer:
         layers: layer names offered; default :func:`layer_choices` around
             ``bundle.target_layer``.
         top_k: classes offered in the class picker (the image's most likely ones).
+        classes: classes offered for every image in addition, by index or name -- e.g. the
+            objects of a multi-object photo that are not among its top classes.
 
     Attributes:
         last: the most recent :class:`Explanation` (``None`` before the first).
@@ -322,6 +329,7 @@ class Explorer:
         methods: Sequence[str] = tuple(METHODS),
         layers: Sequence[str] | None = None,
         top_k: int = 5,
+        classes: Sequence[int | str] = (),
     ) -> None:
         if images is None:
             from .data import list_photos, load_photo
@@ -339,24 +347,44 @@ class Explorer:
         for layer in self.layers:
             resolve_layer(bundle.model, layer)  # fail now, not in the middle of a lecture
         self.top_k = top_k
+        self.classes = [self._class_index(c) for c in classes]
         self.last: Explanation | None = None
         self._cache: dict[tuple[str, str, int | None, str | None], Explanation] = {}
-        self._predictions: dict[str, list[tuple[int, str, float]]] = {}
+        self._probabilities: dict[str, torch.Tensor] = {}
         self._widget: Any = None
         self.controls: dict[str, Any] = {}
         self._status: Any = None
         self._output: Any = None
         self._updating = False
 
+    def _class_index(self, cls: int | str) -> int:
+        names = list(self.bundle.class_names)
+        if isinstance(cls, str):
+            if cls not in names:
+                raise ValueError(f"unknown class name {cls!r}")
+            return names.index(cls)
+        if isinstance(cls, bool) or not isinstance(cls, int) or not 0 <= cls < len(names):
+            raise ValueError(f"class index must be an int in 0..{len(names) - 1}, got {cls!r}")
+        return cls
+
     def predictions(self, image_name: str) -> list[tuple[int, str, float]]:
-        """Top classes of one of the explorer's images (cached)."""
+        """The classes offered for one image: its ``top_k`` most likely, then ``classes``.
+
+        Returns:
+            ``[(index, name, probability), ...]`` with this image's probabilities (cached).
+        """
         if image_name not in self.images:
             raise ValueError(f"unknown image {image_name!r}; choose from {list(self.images)}")
-        if image_name not in self._predictions:
-            self._predictions[image_name] = predict(
-                self.bundle, self.images[image_name], self.top_k
-            )
-        return self._predictions[image_name]
+        if image_name not in self._probabilities:
+            x = _model_input(self.bundle, self.images[image_name])
+            self._probabilities[image_name] = _probabilities(self.bundle.model, x)
+        probs = self._probabilities[image_name]
+        offered = _top_k(self.bundle, probs, self.top_k)
+        shown = {index for index, _, _ in offered}
+        offered += [
+            (i, self.bundle.class_names[i], float(probs[i])) for i in self.classes if i not in shown
+        ]
+        return offered
 
     def explain(
         self,

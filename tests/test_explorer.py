@@ -216,3 +216,28 @@ def test_explorer_rejects_bad_configuration(bundle, photos):
         Explorer(bundle, {})
     with pytest.raises(ValueError, match="no layer named"):
         Explorer(bundle, photos, layers=["features.99"])
+
+
+def test_extra_classes_are_offered_and_plotted(bundle, photos):
+    app = Explorer(bundle, photos, top_k=2, classes=["cross", 0])
+    top = predict(bundle, photos["wide"], top_k=2)
+    offered = app.predictions("wide")
+    assert offered[:2] == top
+    extra = [i for i in (NAMES.index("cross"), 0) if i not in {j for j, _, _ in top}]
+    assert [i for i, _, _ in offered[2:]] == extra
+    probs = _softmax(bundle, photos["wide"])
+    for i, name, p in offered:
+        assert name == NAMES[i] and p == pytest.approx(float(probs[i]), abs=1e-6)
+    with pytest.raises(ValueError, match="unknown class name"):
+        Explorer(bundle, photos, classes=["hexagon"])
+    with pytest.raises(ValueError, match="class index"):
+        Explorer(bundle, photos, classes=[len(NAMES)])
+
+
+def test_plot_adds_a_bar_for_a_class_outside_the_top(bundle, photos):
+    probs = _softmax(bundle, photos["wide"])
+    least = int(probs.argmin())
+    e = explain(bundle, photos["wide"], class_index=least, top_k=2)
+    fig = plot_explanation(e)
+    labels = [t.get_text() for t in fig.axes[2].get_yticklabels()]
+    assert labels[0] == NAMES[least] and len(labels) == 3  # drawn bottom-up
