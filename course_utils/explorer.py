@@ -234,12 +234,15 @@ def explain(
 
 
 def layer_choices(model: nn.Module, target_layer: str) -> list[str]:
-    """Layers worth offering next to ``target_layer``: its siblings that have weights.
+    """Layers worth offering next to ``target_layer``: its convolutional siblings, in order.
 
     Grad-CAM is usually run on the last convolutional block; comparing it with earlier blocks
-    of the same stack (SqueezeNet's ``features.*``, EfficientNet's ``blocks.*``) shows the
-    trade-off between resolution and class specificity. Parameter-free siblings (ReLU,
-    pooling, dropout) are left out: they repeat a neighbour's map.
+    of the same stack (SqueezeNet's ``features.*``, EfficientNet's ``stem``, ``blocks.*``,
+    ``head``) shows the trade-off between resolution and class specificity. A sibling counts
+    if it contains a ``Conv2d``; a sibling that is a plain container (``Sequential``,
+    ``ModuleList``) of several convolutional blocks is replaced by those blocks.
+    Parameter-free layers (ReLU, pooling) repeat a neighbour's map and linear heads have no
+    map, so both are left out.
 
     Example:
         >>> from torchvision.models import squeezenet1_1
@@ -250,12 +253,23 @@ def layer_choices(model: nn.Module, target_layer: str) -> list[str]:
     parent_name, _, _ = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     prefix = f"{parent_name}." if parent_name else ""
-    choices = [
-        prefix + child_name
-        for child_name, child in parent.named_children()
-        if next(child.parameters(), None) is not None
-    ]
+    choices = []
+    for child_name, child in parent.named_children():
+        blocks = [
+            f"{prefix}{child_name}.{sub_name}"
+            for sub_name, sub in child.named_children()
+            if _has_conv(sub)
+        ]
+        stack = isinstance(child, (nn.Sequential, nn.ModuleList)) and len(blocks) > 1
+        if stack and prefix + child_name != name:
+            choices += blocks
+        elif _has_conv(child):
+            choices.append(prefix + child_name)
     return choices if name in choices else [*choices, name]
+
+
+def _has_conv(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in module.modules())
 
 
 def plot_explanation(explanation: Explanation, image_name: str | None = None) -> Figure:

@@ -241,3 +241,21 @@ def test_plot_adds_a_bar_for_a_class_outside_the_top(bundle, photos):
     fig = plot_explanation(e)
     labels = [t.get_text() for t in fig.axes[2].get_yticklabels()]
     assert labels[0] == NAMES[least] and len(labels) == 3  # drawn bottom-up
+
+
+def test_layer_choices_expand_a_stack_of_blocks():
+    from torch import nn
+
+    class Net(nn.Module):  # EfficientNet's layout: stem, blocks.*, head, linear classifier
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU6())
+            self.blocks = nn.Sequential(
+                nn.Sequential(nn.Conv2d(4, 4, 3), nn.ReLU6()), nn.Identity(), nn.Conv2d(4, 4, 1)
+            )
+            self.head = nn.Sequential(nn.Conv2d(4, 8, 1), nn.ReLU6())
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Linear(8, 3)
+
+    assert layer_choices(Net(), "head") == ["stem", "blocks.0", "blocks.2", "head"]
+    assert layer_choices(Net(), "blocks.2") == ["blocks.0", "blocks.2"]
