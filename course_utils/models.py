@@ -42,7 +42,9 @@ __all__ = [
     "ModelBundle",
     "ShapesNet",
     "WeightsError",
+    "imagenet_classes",
     "load_model",
+    "shapes_to_tensor",
 ]
 
 MODEL_NAMES: tuple[str, ...] = ("efficientnet_lite0", "squeezenet1_1", "shapes")
@@ -50,8 +52,9 @@ ALLOW_DOWNLOAD_ENV = "COURSE_ALLOW_DOWNLOAD"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# The EfficientNet-Lite checkpoints were converted from TensorFlow models trained on inputs
-# scaled to [-1, 1], i.e. (x - 0.5) / 0.5 -- not torchvision's ImageNet statistics.
+# The EfficientNet-Lite checkpoints were converted from TensorFlow models whose input pipeline
+# (efficientnet_lite_builder.py: MEAN_RGB = 127, STDDEV_RGB = 128 on 0..255) scales pixels to
+# about [-1, 1], i.e. (x - 0.5) / 0.5 on 0..1 -- not torchvision's ImageNet statistics.
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
 SHAPES_MEAN = (0.5, 0.5, 0.5)
@@ -120,9 +123,9 @@ def _photo_preprocess(size: int, mean: Sequence[float], std: Sequence[float]):
 
     We squash rather than centre-crop: the heatmap then covers the entire photo (the truck at
     the edge of ``dog`` stays in view), box annotations map by plain scaling, and photos of
-    different shapes still stack into one batch. On the bundled photos this also scored
-    higher than "short side to 224, crop 224" (coffee: espresso 0.81 vs 0.86 cropped, chelsea:
-    Egyptian cat 0.77 vs 0.35).
+    different shapes still stack into one batch. On the bundled photos EfficientNet-Lite0 is as
+    accurate this way as with "short side to 224, crop 224" (coffee: espresso 0.81 vs 0.86
+    cropped; chelsea: Egyptian cat 0.77 vs 0.35).
     """
     normalize, deprocess = _normalizer(mean, std)
 
@@ -189,7 +192,7 @@ class Fire(nn.Module):
 
 
 class ShapesNet(nn.Module):
-    """A SqueezeNet-style classifier for the shapes lab (about 80k parameters).
+    """A SqueezeNet-style classifier for the shapes lab (about 90k parameters).
 
     Designed for localisation: the last Fire module (``features.9``, the default Grad-CAM
     layer) keeps an 8x8 grid for 64x64 inputs, and the head is a 1x1 convolution followed by

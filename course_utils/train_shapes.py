@@ -72,11 +72,16 @@ def save(model: ShapesNet, path: Path, meta: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000, help="optimiser steps (the budget)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=2000, help="optimiser steps (the budget)")
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=4e-3, help="peak learning rate")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is fastest on a busy 2-core machine)",
+    )
     parser.add_argument("--out", type=Path, default=SHAPES_WEIGHTS)
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -88,7 +93,13 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.threads,
     )
     minutes = (time.perf_counter() - start) / 60
-    meta = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, **metrics}
+    meta = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        **metrics,
+    }
     save(model, args.out, meta)
     size_kb = args.out.stat().st_size / 1024
     print(

@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 
 from course_utils import grad_cam
-from course_utils.data import list_photos, load_photo, make_shapes
+from course_utils.data import box_mask, list_photos, load_photo, make_shapes
 from course_utils.models import MODEL_NAMES, WeightsError, load_model
 
 DOG_CLASSES = range(151, 269)  # ImageNet's dog breeds are outputs 151..268
@@ -66,6 +66,23 @@ def test_lite0_top1_on_the_bundled_photos(lite0, photo_probs):
     assert {"missile", "projectile", "space shuttle"} & {
         names[i] for i in top(photo_probs["rocket"], 5)
     }
+
+
+@pytest.mark.parametrize(
+    ("photo", "box", "class_name"),
+    [
+        ("dog", "dog", "German shepherd"),
+        ("dog", "bicycle", "mountain bike"),  # same photo, other class: the map must move
+        ("coffee", "cup", "espresso"),
+        ("rocket", "rocket", "missile"),
+    ],
+)
+def test_lite0_grad_cam_peaks_inside_the_annotated_box(lite0, photo, box, class_name):
+    x = lite0.preprocess(load_photo(photo))[None]
+    label = lite0.class_names.index(class_name)
+    cam = grad_cam(lite0.model, x, [label], layer=lite0.target_layer)[0]
+    row, col = divmod(cam.argmax().item(), cam.shape[1])
+    assert box_mask(photo, box, size=(224, 224))[row, col]
 
 
 def test_lite0_expects_inputs_scaled_to_minus_one_one(lite0):
