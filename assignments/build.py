@@ -2,11 +2,14 @@
 
 For every master notebook ``assignments/<name>.ipynb`` this runs ``otter assign``, which
 writes ``dist/assignments/<name>/student/`` (the release: no solutions, no hidden tests) and
-``dist/assignments/<name>/autograder/`` (solution notebook and autograder zip), and grades the
-solution notebook with the zip — every public and hidden test must pass or otter fails.
+``dist/assignments/<name>/autograder/`` (solution notebook and autograder zip). Then it
 
-Then this script renames the zip to ``<name>-autograder.zip`` (otter stamps it with the time)
-and checks the release itself: no solution line, no hidden test, no ``grading_support.py``.
+* renames the zip to ``<name>-autograder.zip`` (otter stamps it with the time);
+* grades the solution notebook with that zip through the batch grader
+  (:mod:`course_utils.grade`, the same path as real submissions, IntegrityGuard included):
+  every public and hidden test must pass, i.e. full marks with status ``ok``;
+* checks the release: no solution line, no hidden test, no ``grading_support.py``.
+
 Any failure stops the build with a non-zero exit status.
 
 Usage::
@@ -103,6 +106,25 @@ def check_release(master: Path, student_dir: Path) -> None:
         raise BuildError(f"{notebook} leaks: {leaks[:5]}")
 
 
+def check_solution(master: Path, autograder: Path, out: Path) -> None:
+    """Grade the solution notebook like a submission; anything short of full marks fails."""
+    from course_utils.grade import grade_many
+
+    print(f"[{master.stem}] grading the solution with every public and hidden test ...",
+          flush=True)
+    (result,) = grade_many(
+        autograder, [out / "autograder" / master.name], out / "solution-gradebook.csv",
+        timeout=900, progress=False,
+    )
+    if result.status != "ok" or result.total != result.possible:
+        failing = [q for q, score in result.scores.items() if score == 0]
+        raise BuildError(
+            f"the solution of {master.name} scores {result.total:g}/{result.possible:g} "
+            f"(status {result.status}; zero on {failing}): {result.detail}\n"
+            f"{result.log_tail[-6000:]}"
+        )
+
+
 def build(master: Path, out_root: Path) -> Path:
     """Run otter assign on one master notebook; return the path of its autograder zip."""
     out = out_root / master.stem
@@ -110,8 +132,9 @@ def build(master: Path, out_root: Path) -> Path:
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    otter = [sys.executable, "-m", "otter", "assign", "--no-pdfs", master.name, str(out)]
-    print(f"[{master.stem}] otter assign (runs every test on the solution) ...", flush=True)
+    otter = [sys.executable, "-m", "otter", "assign", "--no-pdfs", "--no-run-tests",
+             master.name, str(out)]
+    print(f"[{master.stem}] otter assign ...", flush=True)
     proc = subprocess.run(otter, cwd=master.parent, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise BuildError(
@@ -124,6 +147,7 @@ def build(master: Path, out_root: Path) -> Path:
     final = zips[0].with_name(f"{master.stem}-autograder.zip")
     zips[0].rename(final)
     check_release(master, out / "student")
+    check_solution(master, final, out)
     print(f"[{master.stem}] ok: {out / 'student'} and {final}", flush=True)
     return final
 

@@ -85,6 +85,11 @@ SUSPICIOUS_NAMES = frozenset(
 )
 #: String fragments that point at grading files.
 SUSPICIOUS_STRINGS = ("grading_support", "tests/", "tests\\", "otter_config", "results.pkl")
+#: The course_utils modules the hidden tests take their reference values from.
+REFERENCE_MODULES = (
+    "__init__", "_validation", "relu", "scores", "hooks", "pooling", "upsample", "guided", "cam",
+    "models", "data",
+)
 _OTTER_ATTRIBUTE = re.compile(r"\botter\s*\.\s*(\w+)")
 
 
@@ -132,33 +137,42 @@ def scan_code(sources: Iterable[str]) -> list[str]:
 class IntegrityGuard(AbstractOtterPlugin):
     """otter plugin: zero the score of a submission that touched the grading files.
 
-    Before the kernel starts it records the SHA-256, inode and ctime of every test file, every
-    support file shipped in the autograder (``grading_support.py``) and every course_utils
-    source file, and scans the code cells (:func:`scan_code`). After grading it compares: a
-    file rewritten and then restored still has a new ctime, which a normal user cannot set
-    back. It also checks that every test file produced a result. On any finding the scores
-    become 0 and the reasons are stored as plugin data (``tampered``/``reasons``) for the
-    batch grader and shown as the submission's output.
+    Before the kernel starts it records the SHA-256, inode and ctime of every test file and
+    every support file shipped in the autograder (``grading_support.py``), the SHA-256 of the
+    course_utils sources the reference comes from (:data:`REFERENCE_MODULES`), and scans the
+    code cells (:func:`scan_code`). After grading it compares: a file rewritten and then
+    restored still has a new ctime, which a normal user cannot set back. It also checks that
+    every test file produced a result. On any finding the scores become 0 and the reasons are
+    stored as plugin data (``tampered``/``reasons``) for the batch grader and shown as the
+    submission's output.
 
     In-kernel tricks that leave no file behind (monkeypatching torch or otter in memory) are
     out of its reach; :mod:`grading_support` checks for the common ones inside the kernel, and
     only process isolation (a container per submission) rules them out.
     """
 
-    def _watched(self) -> list[Path]:
+    @staticmethod
+    def _snapshot() -> dict[str, tuple[Any, ...]]:
+        """Grading files by content, inode and ctime; course_utils' sources by content.
+
+        A grading file lives only as long as this run, so any new ctime is the submission's
+        doing. course_utils is the instructor's install: only a change of content counts.
+        """
         import course_utils
 
         grading = [
             p for p in Path.cwd().rglob("*")
             if p.suffix != ".ipynb" and "__pycache__" not in p.parts
         ]
-        return grading + list(Path(course_utils.__file__).resolve().parent.glob("*.py"))
+        root = Path(course_utils.__file__).resolve().parent
+        package = [root / f"{name}.py" for name in REFERENCE_MODULES]
+        return {**_snapshot(grading), **{k: v[:1] for k, v in _snapshot(package).items()}}
 
     def before_execution(self, submission: Any) -> Any:
         cells = getattr(submission, "cells", [])
         sources = [c.get("source", "") for c in cells if c.get("cell_type") == "code"]
         self._state = {
-            "before": _snapshot(self._watched()),
+            "before": self._snapshot(),
             "tests": sorted(p.stem for p in Path("tests").glob("*.py")),
             "reasons": scan_code(sources),
         }
@@ -170,7 +184,7 @@ class IntegrityGuard(AbstractOtterPlugin):
             reasons = ["the integrity snapshot was not taken before execution"]
         else:
             reasons = list(state["reasons"])
-            after = _snapshot(self._watched())
+            after = self._snapshot()
             for path, print_before in state["before"].items():
                 print_after = after.get(path)
                 if print_after is None:
