@@ -232,12 +232,17 @@ def format_title(
         'dog_bicycle: bicycle-built-for-two (p = 0.43)'
         >>> format_title(class_name="cat")
         'cat'
+        >>> format_title("dog", "moving van", 0.000314)
+        'dog: moving van (p = 0.00031)'
     """
     if probability is not None and not 0.0 <= probability <= 1.0:
         raise ValueError(f"probability must be in [0, 1], got {probability}")
     label = class_name or ""
     if probability is not None:
-        label = f"{label} (p = {probability:.2f})" if label else f"p = {probability:.2f}"
+        # Two decimals, except for small probabilities, which would all print as 0.00.
+        small = 0 < probability < 0.01
+        p = f"{probability:.2g}" if small else f"{probability:.2f}"
+        label = f"{label} (p = {p})" if label else f"p = {p}"
     if image_name and label:
         return f"{image_name}: {label}"
     return image_name or label

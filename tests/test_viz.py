@@ -121,6 +121,8 @@ def test_format_title_names_image_class_probability():
     assert format_title("dog_bicycle", "bicycle", 0.4312) == "dog_bicycle: bicycle (p = 0.43)"
     assert format_title("dog_bicycle") == "dog_bicycle"
     assert format_title(probability=0.5) == "p = 0.50"
+    assert format_title("dog", "pickup", 0.0016) == "dog: pickup (p = 0.0016)"  # not 0.00
+    assert format_title("dog", "pickup", 0.0) == "dog: pickup (p = 0.00)"
     with pytest.raises(ValueError, match="probability"):
         format_title("x", "y", 43.1)
 
