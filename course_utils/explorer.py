@@ -282,7 +282,7 @@ def plot_explanation(explanation: Explanation, image_name: str | None = None) ->
     """
     e = explanation
     fig, (ax_img, ax_map, ax_bar) = plt.subplots(
-        1, 3, figsize=(14, 4.6), gridspec_kw={"width_ratios": [1, 1, 1.1]}
+        1, 3, figsize=(12.5, 4.4), gridspec_kw={"width_ratios": [1, 1, 1.2]}
     )
     ax_img.imshow(e.image)
     ax_img.set_title(image_name or "image", fontsize=TITLE_SIZE)
