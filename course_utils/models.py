@@ -60,6 +60,7 @@ LITE_STD = (0.5, 0.5, 0.5)
 SHAPES_MEAN = (0.5, 0.5, 0.5)
 SHAPES_STD = (0.25, 0.25, 0.25)
 SHAPES_WEIGHTS = Path(__file__).parent / "weights" / "shapes.pt"
+SHAPES_FORMAT = "course_utils.shapes/1"  # tag written by train_shapes, checked when loading
 
 
 class WeightsError(RuntimeError):
@@ -409,10 +410,16 @@ def load_model(
     if weights is not None:
         path = SHAPES_WEIGHTS if weights == "default" else Path(weights)
         checkpoint = _read(path, name)
-        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        if not isinstance(checkpoint, dict) or checkpoint.get("format") != SHAPES_FORMAT:
             raise WeightsError(
                 f"{path} is not a shapes checkpoint (one written by "
                 "python -m course_utils.train_shapes); re-run that script to recreate it"
+            )
+        if checkpoint.get("class_names") != list(SHAPE_CLASSES):
+            raise WeightsError(
+                f"{path} was trained on classes {checkpoint.get('class_names')}, but "
+                f"make_shapes draws {list(SHAPE_CLASSES)}; re-run python -m "
+                "course_utils.train_shapes"
             )
         _load_state(model, checkpoint["state_dict"], name, path)
     return _bundle(

@@ -19,9 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import SHAPE_CLASSES, make_shapes
-from .models import SHAPES_WEIGHTS, ShapesNet, shapes_to_tensor
-
-SHAPES_FORMAT = "course_utils.shapes/1"
+from .models import SHAPES_FORMAT, SHAPES_WEIGHTS, ShapesNet, shapes_to_tensor
 
 
 def train(

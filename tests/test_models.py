@@ -12,8 +12,8 @@ from PIL import Image
 from torch import nn
 
 from course_utils import grad_cam
-from course_utils.data import box_mask, list_photos, load_photo, make_shapes
-from course_utils.models import MODEL_NAMES, WeightsError, load_model
+from course_utils.data import SHAPE_CLASSES, box_mask, list_photos, load_photo, make_shapes
+from course_utils.models import MODEL_NAMES, SHAPES_FORMAT, WeightsError, load_model
 
 DOG_CLASSES = range(151, 269)  # ImageNet's dog breeds are outputs 151..268
 SQUEEZENET_FILE = "squeezenet1_1-b8a52dc0.pth"
@@ -243,8 +243,15 @@ def test_wrong_weights_file(tmp_path):
     with pytest.raises(WeightsError, match="does not hold 'efficientnet_lite0' weights"):
         load_model("efficientnet_lite0", weights=squeeze)
     shapes = tmp_path / "shapes.pt"
-    torch.save({"state_dict": load_model("squeezenet1_1", weights=None).model.state_dict()}, shapes)
+    squeeze_state = load_model("squeezenet1_1", weights=None).model.state_dict()
+    torch.save(
+        {"format": SHAPES_FORMAT, "class_names": list(SHAPE_CLASSES), "state_dict": squeeze_state},
+        shapes,
+    )
     with pytest.raises(WeightsError, match="missing"):
+        load_model("shapes", weights=shapes)
+    torch.save({"format": SHAPES_FORMAT, "class_names": ["circle"], "state_dict": {}}, shapes)
+    with pytest.raises(WeightsError, match="trained on classes"):
         load_model("shapes", weights=shapes)
     with pytest.raises(WeightsError, match="not found"):
         load_model("shapes", weights=tmp_path / "absent.pt")
