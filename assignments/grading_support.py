@@ -66,6 +66,11 @@ def _code_of(fn: types.FunctionType) -> types.CodeType:
     return fn.__code__
 
 
+#: Marks a failure that means the submission altered course_utils in memory; the runner-side
+#: ``course_utils.grade.IntegrityGuard`` looks for it in the test messages.
+TAMPER_MARKER = "[course_utils altered in memory]"
+
+
 class ReferenceCallError(AssertionError):
     """A graded function called (or is) course_utils' reference implementation."""
 
@@ -115,12 +120,12 @@ def assert_course_utils_genuine() -> None:
                         if isinstance(fn, types.FunctionType):
                             ok = ok and Path(_code_of(fn).co_filename).resolve() == path
             if not ok:
-                raise AssertionError(f"{name}.{attr} was replaced at run time; grading stops")
+                raise AssertionError(f"{TAMPER_MARKER} {name}.{attr} was replaced at run time")
         for attr, (source, original) in imported.items():
             if source in loaded and vars(module).get(attr) is not vars(loaded[source]).get(
                 original
             ):
-                raise AssertionError(f"{name}.{attr} was re-bound at run time; grading stops")
+                raise AssertionError(f"{TAMPER_MARKER} {name}.{attr} was re-bound at run time")
 
 
 def reference(dotted: str) -> Any:

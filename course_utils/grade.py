@@ -90,6 +90,9 @@ REFERENCE_MODULES = (
     "__init__", "_validation", "relu", "scores", "hooks", "pooling", "upsample", "guided", "cam",
     "models", "data",
 )
+#: Written by the hidden tests' helper (assignments/grading_support.py) when a course_utils
+#: function was replaced in memory; such a submission is flagged like one that edits files.
+TAMPER_MARKER = "[course_utils altered in memory]"
 _OTTER_ATTRIBUTE = re.compile(r"\botter\s*\.\s*(\w+)")
 
 
@@ -142,9 +145,10 @@ class IntegrityGuard(AbstractOtterPlugin):
     course_utils sources the reference comes from (:data:`REFERENCE_MODULES`), and scans the
     code cells (:func:`scan_code`). After grading it compares: a file rewritten and then
     restored still has a new ctime, which a normal user cannot set back. It also checks that
-    every test file produced a result. On any finding the scores become 0 and the reasons are
-    stored as plugin data (``tampered``/``reasons``) for the batch grader and shown as the
-    submission's output.
+    every test file produced a result, and reads the test messages for the hidden tests' report
+    of a course_utils function replaced in memory. On any finding the scores become 0 and the
+    reasons are stored as plugin data (``tampered``/``reasons``) for the batch grader and shown
+    as the submission's output.
 
     In-kernel tricks that leave no file behind (monkeypatching torch or otter in memory) are
     out of its reach; :mod:`grading_support` checks for the common ones inside the kernel, and
@@ -196,6 +200,11 @@ class IntegrityGuard(AbstractOtterPlugin):
                     reasons.append(f"{Path(path).name} appeared in tests/")
             missing = set(state["tests"]) - set(results.results)
             reasons += [f"no result for test file {name}" for name in sorted(missing)]
+            for name, test_file in sorted(results.results.items()):
+                for case in getattr(test_file, "test_case_results", []):
+                    if TAMPER_MARKER in str(getattr(case, "message", "")):
+                        reasons.append(f"{name}: course_utils was altered in memory")
+                        break
         if reasons:
             for name in results.results:
                 results.update_score(name, 0)

@@ -50,9 +50,9 @@ EXPECTED = {
     "a2_per_batch_norm": ("ok", {**FULL, "q6": 0.0}),
     # Q6 is `return course_utils.normalize_per_image(maps)`: the tripwire fails Q6 only
     "a2_reexports_reference": ("ok", {**FULL, "q6": 0.0}),
-    # per-batch mistake plus `course_utils.upsample.normalize_per_image = mine` before the
-    # Q6 check: the reference is no longer genuine, so Q6 and every later hidden test fail
-    "a2_patches_reference": ("ok", {**FULL, "q6": 0.0, "q7": 0.0}),
+    # per-batch mistake plus `course_utils.upsample.normalize_per_image = mine`: the hidden
+    # tests see a reference that is no longer genuine, and IntegrityGuard flags the submission
+    "a2_patches_reference": ("tampered", ZERO),
 }
 
 
@@ -125,9 +125,10 @@ def test_gradebook_and_json_agree(batch: dict) -> None:
 
 
 def test_tampering_is_explained(batch: dict) -> None:
-    (row,) = [r for r in batch["rows"] if Path(r["submission"]).stem == "a2_rewrites_tests"]
-    assert "q1.py was modified" in row["detail"]
-    assert "grading_support.py was modified" in row["detail"]
+    rows = {Path(r["submission"]).stem: r["detail"] for r in batch["rows"]}
+    assert "q1.py was modified" in rows["a2_rewrites_tests"]
+    assert "grading_support.py was modified" in rows["a2_rewrites_tests"]
+    assert "q6: course_utils was altered in memory" in rows["a2_patches_reference"]
 
 
 def test_submissions_are_never_modified(batch: dict) -> None:
