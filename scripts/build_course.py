@@ -137,13 +137,20 @@ class Page:
 
 
 def title_and_description(nb: nbformat.NotebookNode) -> tuple[str, str]:
-    """The ``# title`` of the first markdown cell and the first sentence of its first paragraph.
+    """The notebook's name and one-line description, from its ``# title`` cell.
+
+    The course's titles read ``# NN · Name: what it is about``; the part after the first
+    colon is the description. A title without a colon keeps its whole text as the name, and
+    the first sentence of the cell's first paragraph describes it.
 
     Example:
-        >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
-        ...     "# 05 · Upsampling\\n\\nFrom a 7×7 map to the photo. More text.\\n\\n## Goals")])
-        >>> title_and_description(nb)
-        ('05 · Upsampling', 'From a 7×7 map to the photo.')
+        >>> cell = nbformat.v4.new_markdown_cell
+        >>> title_and_description(nbformat.v4.new_notebook(cells=[cell(
+        ...     "# 05 · Upsampling: from a 7×7 map to the photo\\n\\nMore text.")]))
+        ('05 · Upsampling', 'from a 7×7 map to the photo')
+        >>> title_and_description(nbformat.v4.new_notebook(cells=[cell(
+        ...     "# 09 · Metrics\\n\\nWe measure *how well* it works. More.\\n\\n## Goals")]))
+        ('09 · Metrics', 'We measure *how well* it works.')
     """
     for cell in nb.cells:
         if cell.cell_type != "markdown":
@@ -152,6 +159,9 @@ def title_and_description(nb: nbformat.NotebookNode) -> tuple[str, str]:
         if not lines or not lines[0].startswith("# "):
             continue
         title = lines[0][2:].strip()
+        name, colon, subtitle = title.partition(":")
+        if colon and subtitle.strip():
+            return name.strip(), subtitle.strip()
         paragraph: list[str] = []
         for line in lines[1:]:
             if line.strip() and not line.lstrip().startswith("#"):
@@ -159,8 +169,8 @@ def title_and_description(nb: nbformat.NotebookNode) -> tuple[str, str]:
             elif paragraph:
                 break
         text = " ".join(paragraph)
-        match = re.match(r"(.+?[.!?])(\s|$)", text)
-        return title, (match.group(1) if match else text)
+        first = re.match(r".+?[.!?](?=\s|$)", text)
+        return title, first.group(0) if first else text
     return "", ""
 
 

@@ -90,17 +90,23 @@ def test_title_description_and_index():
         cells=[
             nbformat.v4.new_code_cell("import torch"),
             nbformat.v4.new_markdown_cell(
-                "# 05 · Upsampling\n\nFrom a 7×7 map\nto the photo. More.\n\n**Goals**"
+                "# 05 · Upsampling: from a 7×7 grid to the photo\n\nMore text.\n\n**Goals**"
             ),
         ]
     )
+    assert build_course.title_and_description(nb) == (
+        "05 · Upsampling",
+        "from a 7×7 grid to the photo",
+    )
+    nb.cells[1].source = "# 09 · Metrics\n\nWe measure\n*how well* it works. More.\n\n## Goals"
     title, description = build_course.title_and_description(nb)
-    assert (title, description) == ("05 · Upsampling", "From a 7×7 map to the photo.")
+    assert (title, description) == ("09 · Metrics", "We measure *how well* it works.")
     pages = [
-        build_course.Page("05_upsampling", "05 · <Upsampling>", "desc", True, 1.0),
+        build_course.Page("05_upsampling", "05 · <Upsampling>", "the `(W, H)` trap", True, 1.0),
         build_course.Page("08_explorer", "08", "d", False, 1.0, error="NameError: x"),
     ]
     index = build_course.index_html(pages)
     assert '<a href="05_upsampling.slides.html">slides</a>' in index
     assert "08_explorer.slides.html" not in index
     assert "&lt;Upsampling&gt;" in index and "failed: NameError: x" in index
+    assert "the <code>(W, H)</code> trap" in index
