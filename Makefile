@@ -29,6 +29,10 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG)
 
+# Executed HTML pages + reveal.js decks in build/course/, student copies in build/student/.
+course: $(STAMP)
+	$(PY) scripts/build_course.py
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_cam.py
 
