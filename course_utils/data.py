@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from functools import cache
 from importlib import resources
 from typing import NamedTuple
 
@@ -305,8 +304,8 @@ def to_rgb(image: Image.Image | np.ndarray) -> Image.Image:
 Box = tuple[int, int, int, int]
 
 
-@cache
 def _boxes() -> dict[str, dict[str, list[int]]]:
+    # Read on every call: the file is tiny, and no cache means no state to go stale.
     return json.loads((_photo_dir() / "boxes.json").read_text())
 
 
