@@ -49,14 +49,15 @@ def check_model(model: Any, images: torch.Tensor) -> None:
         )
 
 
-def fresh_input(images: torch.Tensor) -> torch.Tensor:
-    """A private copy of ``images`` that requires grad.
+def fresh_input(images: torch.Tensor, *, requires_grad: bool) -> torch.Tensor:
+    """A private copy of ``images``, detached from the caller's graph.
 
     Cloning keeps the caller's tensor untouched (its ``requires_grad``, its ``.grad`` and its
     values, even if the model does something in place) and makes non-leaf inputs and frozen
-    models work alike.
+    models work alike. Only guided backprop needs ``requires_grad``: Grad-CAM stops at the
+    layer, and asking for the input's gradient would make the first layers save more.
     """
-    return images.detach().clone().requires_grad_(True)
+    return images.detach().clone().requires_grad_(requires_grad)
 
 
 def class_scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ def layer_activation_and_gradient(
         LayerRecorder(model, layer, record_gradient=False) as rec,
         torch.enable_grad(),
     ):
-        x = fresh_input(images)
+        x = fresh_input(images, requires_grad=False)
         scores = class_scores(model, x)
         activation = rec.activation
         if activation is None:

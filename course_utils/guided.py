@@ -43,7 +43,7 @@ def guided_backprop(
     check_images(images)
     check_model(model, images)
     with evaluating(model), guided_relus(model), torch.enable_grad():
-        x = fresh_input(images)
+        x = fresh_input(images, requires_grad=True)
         scores = class_scores(model, x)
         chosen = scores.argmax(dim=1) if labels is None else labels
         (grad,) = torch.autograd.grad(select_scores(scores, chosen).sum(), x)

@@ -125,6 +125,10 @@ class LayerRecorder:
                 f"layer {self.name!r} ran twice in one forward pass (a shared module); "
                 "its activation is ambiguous, so record a layer that runs once"
             )
+        if not output.requires_grad and torch.is_grad_enabled():
+            # Everything upstream is frozen (or the input needs no grad): start the graph
+            # here, so that ∂score/∂A still exists without differentiating down to the input.
+            output = output.detach().requires_grad_(True)
         self.activation = output
         if self.record_gradient and output.requires_grad:
             self._handles.append(output.register_hook(self._save_gradient))

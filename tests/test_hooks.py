@@ -83,3 +83,15 @@ def test_evaluating_restores_mixed_training_flags() -> None:
         assert not any(m.training for m in net.modules())
         raise RuntimeError
     assert [m.training for m in net.modules()] == [True, True, False]
+
+
+def test_gradient_recorded_even_when_nothing_upstream_requires_grad() -> None:
+    net = _net().requires_grad_(False)
+    x = torch.randn(1, 1, 4, 4)  # no requires_grad anywhere: the recorder starts the graph
+    with LayerRecorder(net, "0") as rec:
+        net(x).sum().backward()
+    assert rec.gradient is not None and x.grad is None
+    assert all(p.grad is None for p in net.parameters())
+    with torch.no_grad(), LayerRecorder(net, "0") as rec:
+        net(x)  # under no_grad there is nothing to record but the activation
+    assert rec.activation is not None and rec.gradient is None
