@@ -12,6 +12,7 @@ import csv
 import hashlib
 import importlib.util
 import json
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -76,11 +77,21 @@ def _digests() -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in FIXTURES.iterdir()}
 
 
-def _leftover_jobs() -> list[int]:
+@pytest.fixture
+def run_marker(monkeypatch: pytest.MonkeyPatch) -> str:
+    """An environment variable that this test's grading processes (and only they) inherit."""
+    marker = uuid.uuid4().hex
+    monkeypatch.setenv("COURSE_GRADE_TEST_RUN", marker)
+    return marker
+
+
+def _leftover_jobs(marker: str) -> list[int]:
+    """Grading processes of this test still alive (other test runs may grade meanwhile)."""
     pids = []
     for proc in psutil.process_iter(["pid"]):
         try:
-            if JOB_ENV in proc.environ():
+            env = proc.environ()
+            if JOB_ENV in env and env.get("COURSE_GRADE_TEST_RUN") == marker:
                 pids.append(proc.pid)
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
             continue
@@ -136,7 +147,7 @@ def test_submissions_are_never_modified(batch: dict) -> None:
 
 
 def test_infinite_loop_times_out_and_the_batch_goes_on(
-    a2_autograder: Path, tmp_path: Path
+    a2_autograder: Path, tmp_path: Path, run_marker: str
 ) -> None:
     before = _digests()
     loop, invalid = FIXTURES / "a2_infinite_loop.ipynb", FIXTURES / "a2_invalid_json.ipynb"
@@ -145,15 +156,17 @@ def test_infinite_loop_times_out_and_the_batch_goes_on(
     assert [(r.status, r.total) for r in results] == [("timeout", 0.0),
                                                       ("invalid notebook", 0.0)]
     assert results[0].seconds < 60, "the loop must be killed at the time limit"
-    assert not _leftover_jobs(), "no kernel or grading process may outlive its submission"
+    assert not _leftover_jobs(run_marker), "no kernel or grading process may outlive its job"
     assert _digests() == before
 
 
-def test_memory_limit_turns_into_a_crash(a2_autograder: Path, tmp_path: Path) -> None:
+def test_memory_limit_turns_into_a_crash(
+    a2_autograder: Path, tmp_path: Path, run_marker: str
+) -> None:
     (result,) = grade_many(a2_autograder, [FIXTURES / "a2_solution.ipynb"], tmp_path / "g.csv",
                            timeout=120, memory_mb=400, progress=False)
     assert (result.status, result.total) == ("crashed", 0.0), result.detail
-    assert not _leftover_jobs()
+    assert not _leftover_jobs(run_marker)
 
 
 def test_release_holds_no_answers(a2_autograder: Path) -> None:
