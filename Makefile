@@ -29,12 +29,18 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG)
 
+# otter releases: dist/assignments/<name>/student/ + autograder zip; the solution must score full.
+assignments: $(STAMP)
+	$(PY) assignments/build.py
+
 # Executed HTML pages + reveal.js decks in build/course/, student copies in build/student/.
 course: $(STAMP)
 	$(PY) scripts/build_course.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_cam.py
+	$(PY) benchmarks/bench_peers.py
+	$(PY) benchmarks/bench_shapes.py
 
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache
