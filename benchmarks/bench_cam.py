@@ -8,7 +8,7 @@ in one run so that machine noise hits every variant alike:
 * the floor for Grad-CAM: forward + ``torch.autograd.grad`` to ``features.12``;
 * the floor for guided backprop: forward + ``torch.autograd.grad`` to the input;
 * ``course_utils.grad_cam`` / ``course_utils.guided_backprop``;
-* a faithful copy of the assignment's original solution (``_seed_solution.py``), each call on
+* a faithful copy of the assignment's original solution (:mod:`course_utils.original`), each call on
   a fresh deep copy of the model since the original ruins the one it gets.
 
 and prints the best (minimum) CPU time of each, with the median beside it, and the ratios.
@@ -30,10 +30,10 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from _seed_solution import SeedGradCam
 from torchvision.models import squeezenet1_1
 
 import course_utils
+from course_utils.original import OriginalGradCam
 
 
 def main() -> None:
@@ -78,7 +78,7 @@ def main() -> None:
         "course_utils.guided_backprop": (lambda: course_utils.guided_backprop(model, x, y), None),
         "original GradCam.guided_backprop": (None, fresh),
     }  # fmt: skip
-    seed = SeedGradCam()
+    seed = OriginalGradCam()
     times: dict[str, list[float]] = {name: [] for name in variants}
     warnings.simplefilter("ignore")  # the original's deprecated backward hook
     for rep in range(args.repeats + 1):  # first round is a warm-up

@@ -39,101 +39,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
-from torch.autograd import Function as TorchFunc
 from torchvision.models import squeezenet1_1
 
 from course_utils.cam import grad_cam
 from course_utils.guided import guided_backprop
+from course_utils.original import OriginalGradCam
 
 LAYER = "features.12"
-
-# ----------------------------------------------------------------------------------------------
-# THE ORIGINAL ASSIGNMENT SOLUTION — a faithful copy of the seed (/work/shared/seed/origin.md),
-# kept verbatim apart from formatting, for timing only. It has the bugs the course teaches:
-# it mutates the model (ReLUs replaced for good), leaves hooks behind on every call, uses the
-# deprecated register_backward_hook (on a Fire module it reports the gradient of the concat's
-# first input only), normalises over the whole batch, and resizes with PIL (width, height).
-# ----------------------------------------------------------------------------------------------
-
-
-class SeedCustomReLU(TorchFunc):
-    """Seed solution: ReLU whose backward applies the guided rule."""
-
-    @staticmethod
-    def forward(self, x):
-        output = torch.addcmul(torch.zeros(x.size()), x, (x > 0).type_as(x))
-        self.save_for_backward(x, output)
-        return output
-
-    @staticmethod
-    def backward(self, dout):
-        x, output = self.saved_tensors
-        grad_input = torch.zeros_like(dout)
-        mask = (x > 0) & (dout > 0)
-        grad_input = torch.addcmul(grad_input, mask.type_as(dout), dout, value=1)
-        return grad_input
-
-
-class SeedGradCam:
-    """Seed solution: the assignment's GradCam class, unchanged in behaviour."""
-
-    def guided_backprop(self, X_tensor, y_tensor, gc_model):
-        for param in gc_model.parameters():
-            param.requires_grad = True
-        for idx, module in gc_model.features._modules.items():
-            if module.__class__.__name__ == "ReLU":
-                gc_model.features._modules[idx] = SeedCustomReLU.apply
-            elif module.__class__.__name__ == "Fire":
-                for idx_c, child in gc_model.features[int(idx)].named_children():
-                    if child.__class__.__name__ == "ReLU":
-                        gc_model.features[int(idx)]._modules[idx_c] = SeedCustomReLU.apply
-        X_tensor.requires_grad_()
-        scores = gc_model(X_tensor)
-        y_tensor = y_tensor.view(-1, 1)
-        scores = scores.gather(1, y_tensor).squeeze()
-        scores.backward(torch.ones_like(scores), retain_graph=True)
-        guided_gradients = X_tensor.grad.cpu().data.numpy()
-        guided_gradients = np.transpose(guided_gradients, (0, 2, 3, 1))
-        return guided_gradients
-
-    def grad_cam(self, X_tensor, y_tensor, gc_model):
-        conv_module = gc_model.features[12]
-        self.gradient_value = None
-        self.activation_value = None
-
-        def gradient_hook(a, b, gradient):
-            self.gradient_value = gradient[0]
-
-        def activation_hook(a, b, activation):
-            self.activation_value = activation
-
-        conv_module.register_forward_hook(activation_hook)
-        conv_module.register_backward_hook(gradient_hook)
-        scores = gc_model(X_tensor)
-        y_tensor = y_tensor.view(-1, 1)
-        scores = scores.gather(1, y_tensor).squeeze()
-        scores.backward(torch.ones_like(scores), retain_graph=True)
-        activations = self.activation_value.detach()
-        gradients = self.gradient_value.detach()
-        pooled_gradients = torch.mean(gradients, dim=[2, 3], keepdim=True)
-        cam = torch.sum(pooled_gradients * activations, dim=1, keepdim=True)
-        cam = torch.nn.functional.relu(cam)
-        cam = cam.cpu().detach().numpy()
-        cam = np.squeeze(cam)
-        cam_scaled = []
-        for i in range(cam.shape[0]):
-            cam_scaled.append(
-                np.array(
-                    Image.fromarray(cam[i]).resize(X_tensor[i, 0, :, :].shape, Image.BICUBIC)
-                )
-            )
-        cam = np.array(cam_scaled)
-        cam -= np.min(cam)
-        cam /= np.max(cam)
-        return cam
-
 
 # ----------------------------------------------------------------------------------------------
 # The contenders. Each entry: setup(model, images, labels) -> state (untimed; copies, fresh
@@ -249,12 +162,12 @@ def _seed_setup(model, images, labels):
 
 def _seed_grad_cam(state) -> torch.Tensor:
     model, images, labels = state
-    return torch.from_numpy(SeedGradCam().grad_cam(images, labels, model))
+    return torch.from_numpy(OriginalGradCam().grad_cam(images, labels, model))
 
 
 def _seed_guided(state) -> torch.Tensor:
     model, images, labels = state
-    gradients = SeedGradCam().guided_backprop(images, labels, model)
+    gradients = OriginalGradCam().guided_backprop(images, labels, model)
     return torch.from_numpy(gradients).permute(0, 3, 1, 2)
 
 

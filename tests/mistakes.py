@@ -19,22 +19,13 @@ from PIL import Image
 from torch import nn
 
 from course_utils import GuidedReLU, select_scores
+from course_utils.original import CustomReLU, OriginalGradCam
 
 # -- stage 1: the ReLU rule ---------------------------------------------------------------
 
 
-class CpuZerosReLU(torch.autograd.Function):
-    """The assignment's forward: ``torch.zeros(x.size())`` is float32 on the CPU."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return torch.addcmul(torch.zeros(x.size()), x, (x > 0).type_as(x))
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return g * (x > 0) * (g > 0)
+#: The assignment's forward: ``torch.zeros(x.size())`` is float32 on the CPU.
+CpuZerosReLU = CustomReLU
 
 
 class BackpropRuleReLU(torch.autograd.Function):
@@ -450,58 +441,6 @@ def _safe(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, (maps - low) / span.clamp(min=1e-30), torch.zeros_like(maps))
 
 
-class SeedGradCam:
-    """The assignment's ``GradCam`` from ``shared/seed/origin.md``, transcribed as is."""
-
-    def guided_backprop(self, X_tensor: Any, y_tensor: Any, gc_model: nn.Module) -> Any:
-        for param in gc_model.parameters():
-            param.requires_grad = True
-        for idx, module in gc_model.features._modules.items():
-            if module.__class__.__name__ == "ReLU":
-                gc_model.features._modules[idx] = CpuZerosReLU.apply
-            elif module.__class__.__name__ == "Fire":
-                for idx_c, child in gc_model.features[int(idx)].named_children():
-                    if child.__class__.__name__ == "ReLU":
-                        gc_model.features[int(idx)]._modules[idx_c] = CpuZerosReLU.apply
-        X_tensor.requires_grad_()
-        scores = gc_model(X_tensor)
-        scores = scores.gather(1, y_tensor.view(-1, 1)).squeeze()
-        scores.backward(torch.ones_like(scores), retain_graph=True)
-        return np.transpose(X_tensor.grad.cpu().data.numpy(), (0, 2, 3, 1))
-
-    def grad_cam(self, X_tensor: Any, y_tensor: Any, gc_model: nn.Module) -> Any:
-        conv_module = gc_model.features[12]
-        self.gradient_value = None
-        self.activation_value = None
-
-        def gradient_hook(a: Any, b: Any, gradient: Any) -> None:
-            self.gradient_value = gradient[0]
-
-        def activation_hook(a: Any, b: Any, activation: Any) -> None:
-            self.activation_value = activation
-
-        conv_module.register_forward_hook(activation_hook)
-        conv_module.register_backward_hook(gradient_hook)
-        scores = gc_model(X_tensor)
-        scores = scores.gather(1, y_tensor.view(-1, 1)).squeeze()
-        scores.backward(torch.ones_like(scores), retain_graph=True)
-        activations = self.activation_value.detach()
-        gradients = self.gradient_value.detach()
-        pooled_gradients = torch.mean(gradients, dim=[2, 3], keepdim=True)
-        cam = torch.sum(pooled_gradients * activations, dim=1, keepdim=True)
-        cam = torch.nn.functional.relu(cam)
-        cam = np.squeeze(cam.cpu().detach().numpy())
-        cam_scaled = []
-        for i in range(cam.shape[0]):
-            cam_scaled.append(
-                np.array(Image.fromarray(cam[i]).resize(X_tensor[i, 0, :, :].shape, Image.BICUBIC))
-            )
-        cam = np.array(cam_scaled)
-        cam -= np.min(cam)
-        cam /= np.max(cam)
-        return cam
-
-
 def seed_method(name: str) -> Any:
     """``SeedGradCam().<name>`` with the course's argument order ``(model, images, labels)``."""
-    return lambda model, images, labels: getattr(SeedGradCam(), name)(images, labels, model)
+    return lambda model, images, labels: getattr(OriginalGradCam(), name)(images, labels, model)

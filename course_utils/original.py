@@ -1,8 +1,14 @@
-"""A faithful copy of the assignment's original solution (../shared/seed/origin.md).
+"""The assignment's original solution, copied faithfully — bugs included. Do not use it.
 
-Kept only as the baseline the benchmarks compare against — bugs included (CPU-only zeros,
-ReLUs written into ``_modules`` for good, hooks never removed, full ``.backward()``). Every
-call must get a fresh copy of the model, because the original ruins the one it is given.
+It is the course's specimen: one copy, shared by the checks' mistake-catalogue test (each
+check must name the bug this code commits), and by the benchmarks, which time it as the
+baseline. Its bugs, each taught in a notebook: ``torch.zeros(x.size())`` is CPU/float32-only;
+``CustomReLU.apply`` is written into ``_modules`` for good (the next ``eval()`` or
+``state_dict()`` crashes); hooks are never removed and ``register_backward_hook`` is
+deprecated; ``squeeze()`` breaks a batch of one; PIL's ``resize`` gets (H, W) where it wants
+(W, H); min-max runs over the whole batch (and 0/0 gives NaN); no ``model.eval()``; the
+input's ``.grad`` accumulates; ``.backward()`` runs through the whole network. Every call
+needs a fresh copy of the model, because it ruins the one it is given.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ class CustomReLU(TorchFunc):
         return grad_input
 
 
-class SeedGradCam:
+class OriginalGradCam:
+    """The assignment's ``GradCam`` (renamed so it cannot be mistaken for ours)."""
+
     def guided_backprop(self, X_tensor, y_tensor, gc_model):  # noqa: ANN001, ANN201, N803
         for param in gc_model.parameters():
             param.requires_grad = True
