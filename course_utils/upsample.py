@@ -64,10 +64,10 @@ def normalize_per_image(maps: torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(maps, torch.Tensor) or maps.dim() < 2 or not maps.is_floating_point():
         raise ValueError("maps must be a floating-point tensor of shape (N, ...)")
-    if not torch.isfinite(maps).all():
-        raise ValueError("maps contain NaN or inf; check the model's output for this input")
     flat = maps.flatten(1)
-    low = flat.min(dim=1, keepdim=True).values
-    span = flat.max(dim=1, keepdim=True).values - low
-    scaled = (flat - low) / torch.where(span > 0, span, torch.ones_like(span))
-    return torch.where(span > 0, scaled, torch.zeros_like(scaled)).view_as(maps)
+    low, high = torch.aminmax(flat, dim=1, keepdim=True)  # one pass; NaN/inf propagate here
+    span = high - low
+    if not torch.isfinite(span).all():
+        raise ValueError("maps contain NaN or inf; check the model's output for this input")
+    # A flat map has flat - low == 0 exactly, so dividing it by 1 instead of 0 gives zeros.
+    return ((flat - low) / torch.where(span > 0, span, torch.ones_like(span))).view_as(maps)

@@ -211,6 +211,12 @@ BAD_CALLS = [
     ),
     ("images list", lambda m, x: guided_backprop(m, x.tolist()), TypeError, "torch.Tensor"),
     (
+        "images inf",
+        lambda m, x: guided_backprop(m, torch.where(x > 2, float("inf"), x)),
+        ValueError,
+        "NaN or inf",
+    ),
+    (
         "images nan",
         lambda m, x: grad_cam(m, x * float("nan"), layer="features.12"),
         ValueError,

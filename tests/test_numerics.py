@@ -174,5 +174,6 @@ def test_normalisation_is_per_image_and_never_nan() -> None:
     assert torch.equal(out[0], torch.tensor([[0.0, 0.5], [0.25, 1.0]]))  # not dimmed by image 1
     assert torch.equal(out[1], torch.tensor([[0.0, 0.25], [0.5, 1.0]]))
     assert torch.equal(out[2], torch.zeros(2, 2))  # flat map: zeros, not 0/0
-    with pytest.raises(ValueError, match="NaN"):
-        normalize_per_image(torch.tensor([[float("nan"), 1.0]]))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            normalize_per_image(torch.tensor([[0.0, 1.0], [bad, 1.0]]))
