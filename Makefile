@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_cam.py
 	$(PY) benchmarks/bench_peers.py
 	$(PY) benchmarks/bench_shapes.py
+	$(PY) benchmarks/bench_notebooks.py
 
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache
