@@ -47,7 +47,8 @@ def layer_activation_and_gradient(
     with (
         evaluating(model),
         LayerRecorder(model, layer, record_gradient=False) as rec,
-        torch.enable_grad(),
+        torch.inference_mode(False),  # gradients are needed even in the caller's
+        torch.enable_grad(),  # no_grad or inference mode
     ):
         x = fresh_input(images, requires_grad=False)
         scores = class_scores(model, x)

@@ -42,7 +42,13 @@ def guided_backprop(
     """
     check_images(images)
     check_model(model, images)
-    with evaluating(model), guided_relus(model), torch.enable_grad():
+    # Gradients are needed even if the caller is in no_grad or inference mode.
+    with (
+        evaluating(model),
+        guided_relus(model),
+        torch.inference_mode(False),
+        torch.enable_grad(),
+    ):
         x = fresh_input(images, requires_grad=True)
         scores = class_scores(model, x)
         chosen = scores.argmax(dim=1) if labels is None else labels

@@ -259,3 +259,14 @@ def test_bad_input_is_named_and_leaves_no_trace(
     with pytest.raises(error, match=message):
         call(squeezenet, images)
     _assert_same(before, _snapshot(squeezenet))
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize("method", list(METHODS))
+def test_works_inside_no_grad_and_inference_mode(
+    context: Callable[[], Any], method: str, squeezenet: nn.Module, images: torch.Tensor
+) -> None:
+    expected = _as_tensor(METHODS[method](squeezenet, images, [2, 3, 4], "features.12"))
+    with context():
+        inside = _as_tensor(METHODS[method](squeezenet, images, [2, 3, 4], "features.12"))
+    assert torch.equal(inside, expected)
