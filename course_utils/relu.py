@@ -14,7 +14,7 @@ the duration of a ``with`` block, then leaves the model exactly as it was.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -80,7 +80,9 @@ def _clamp_negative(grad: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def guided_relus(model: nn.Module) -> Iterator[list[str]]:
+def guided_relus(
+    model: nn.Module, only: Iterable[nn.Module] | None = None
+) -> Iterator[list[str]]:
     """Route every ReLU/ReLU6 module of ``model`` through :class:`GuidedReLU` inside a block.
 
     Unlike writing ``GuidedReLU.apply`` into ``model._modules`` (which leaves a function where
@@ -101,13 +103,16 @@ def guided_relus(model: nn.Module) -> Iterator[list[str]]:
         model: network containing ``nn.ReLU``/``nn.ReLU6`` modules (at any depth, Fire
             modules and in-place ReLUs included). Activations called functionally
             (``F.relu`` inside ``forward``) cannot be reached by hooks.
+        only: make just these activation modules of ``model`` guided (default: all of them),
+            e.g. to see what a guided backprop that misses the Fire modules' ReLUs produces.
 
     Yields:
         The dotted names of the activation modules that were made guided.
 
     Raises:
-        ValueError: if the model has no ReLU/ReLU6 module, since guided backprop would
-            silently degrade to the plain gradient.
+        ValueError: if the model has no ReLU/ReLU6 module (or ``only`` selects none, or
+            names a module that is not one of the model's activations), since guided
+            backprop would silently degrade to the plain gradient.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
@@ -118,6 +123,14 @@ def guided_relus(model: nn.Module) -> Iterator[list[str]]:
         0
     """
     found = relu_modules(model)
+    if only is not None:
+        chosen = {id(m) for m in only}
+        known = {id(m) for _, m in found}
+        if not chosen <= known:
+            raise ValueError("`only` must list nn.ReLU/nn.ReLU6 modules of the model")
+        found = [(name, m) for name, m in found if id(m) in chosen]
+        if not found:
+            raise ValueError("`only` selects no activation module; nothing would be guided")
     if not found:
         raise ValueError(
             f"{type(model).__name__} has no nn.ReLU or nn.ReLU6 module, so guided backprop "

@@ -105,3 +105,17 @@ def test_guided_relus_equal_swapping_in_guided_relu_functions() -> None:
     (direct,) = torch.autograd.grad(h[:, 2].sum(), x)
     assert torch.allclose(hooked, direct, atol=1e-6)
     assert not torch.allclose(hooked, torch.autograd.grad(net(x)[:, 2].sum(), x)[0])
+
+
+def test_only_some_activations_can_be_made_guided() -> None:
+    net = _two_layer(inplace=False)
+    outer = nn.Sequential(nn.ReLU(), net)
+    x = torch.tensor([[2.0, -1.0, 8.0]], requires_grad=True)
+    with guided_relus(outer, only=[net[1]]) as names:
+        outer(x)[0, 0].backward()
+    assert names == ["1.1"]
+    assert torch.equal(x.grad, torch.tensor([[1.0, 0.0, 2.0]]))  # as the hand computation
+    with pytest.raises(ValueError, match="`only` must list"):
+        guided_relus(outer, only=[net[0]]).__enter__()
+    with pytest.raises(ValueError, match="selects no activation"):
+        guided_relus(outer, only=[]).__enter__()
