@@ -49,3 +49,13 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert commands == ["make test"]
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make lab" in readme
+
+
+def test_readme_usage_example_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Using `course_utils`\n\n```python\n(.*?)```", readme, re.S)
+    assert block, "README lost its usage example"
+    namespace: dict[str, object] = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    assert tuple(namespace["cam"].shape) == (2, 224, 300)
+    assert tuple(namespace["saliency"].shape) == tuple(namespace["images"].shape)
