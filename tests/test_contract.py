@@ -72,7 +72,8 @@ def test_model_comes_back_exactly_as_it_was(
 ) -> None:
     model, layer = model_and_layer
     model.train()  # Dropout / BatchNorm in training mode: must be restored, buffers untouched
-    model.features[3].eval() if hasattr(model, "features") else model.layer1.eval()
+    # ... with one block in eval mode: mixed flags must come back mixed
+    (model.features[3] if hasattr(model, "features") else model.layer1).eval()
     params = list(model.parameters())
     params[0].grad = torch.full_like(params[0], 7.0)  # a pre-existing gradient must survive
     before = _snapshot(model)
