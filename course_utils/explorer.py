@@ -95,11 +95,15 @@ class Explanation:
         """``map`` ready for ``imshow``: gradients normalised per image, heatmaps as they are."""
         return gradient_to_image(self.map) if self.map.ndim == 3 else self.map
 
+    @property
+    def method_label(self) -> str:
+        """E.g. ``"Grad-CAM @ blocks.15"``; just ``"guided backprop"`` (it has no layer)."""
+        return METHODS[self.method] + (f" @ {self.layer}" if self.layer else "")
+
     def title(self, image_name: str | None = None) -> str:
         """E.g. ``"dog_bicycle: Grad-CAM @ blocks.15 for bicycle (p = 0.43)"``."""
-        what = METHODS[self.method] + (f" @ {self.layer}" if self.layer else "")
         label = format_title(class_name=self.class_name, probability=self.probability)
-        return format_title(image_name, f"{what} for {label}")
+        return format_title(image_name, f"{self.method_label} for {label}")
 
 
 def _model_input(bundle: BundleLike, image: Any) -> torch.Tensor:
@@ -286,12 +290,8 @@ def plot_explanation(explanation: Explanation, image_name: str | None = None) ->
     )
     ax_img.imshow(e.image)
     ax_img.set_title(image_name or "image", fontsize=TITLE_SIZE)
-    if e.map.ndim == 2:
-        ax_map.imshow(overlay(e.image, e.map))
-    else:
-        ax_map.imshow(e.display_map)
-    what = METHODS[e.method] + (f" @ {e.layer}" if e.layer else "")
-    ax_map.set_title(what, fontsize=TITLE_SIZE)
+    ax_map.imshow(overlay(e.image, e.map) if e.map.ndim == 2 else e.display_map)
+    ax_map.set_title(e.method_label, fontsize=TITLE_SIZE)
     for ax in (ax_img, ax_map):
         ax.axis("off")
 

@@ -48,6 +48,7 @@ __all__ = [
     "show_gradients",
     "show_maps",
     "show_overlay",
+    "show_values",
 ]
 
 DEFAULT_CMAP = "inferno"
@@ -347,23 +348,30 @@ def show_maps(
                 raise ValueError(f"map {name!r} is {array.shape[:2]}, image is {rgb.shape[:2]}")
         else:
             panels.append((name, overlay(rgb, array, cmap=cmap, alpha=alpha)))
+    return _panel_grid(panels, ncols, format_title(image_name, class_name, probability))
+
+
+def _panel_grid(
+    panels: Sequence[tuple[str | None, np.ndarray]], ncols: int | None, suptitle: str | None
+) -> Figure:
+    """Draw ``(title, image)`` panels on a grid (at most 4 per row by default), axes off."""
     ncols = ncols or min(len(panels), 4)
     if ncols < 1:
         raise ValueError(f"ncols must be positive, got {ncols}")
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=_grid_figsize(rgb.shape[:2], nrows, ncols), squeeze=False
+        nrows, ncols, figsize=_grid_figsize(panels[0][1].shape[:2], nrows, ncols), squeeze=False
     )
     for ax, (name, shown) in zip(axes.flat, panels, strict=False):
         ax.imshow(shown)
-        ax.set_title(name, fontsize=TITLE_SIZE)
+        if name is not None:
+            ax.set_title(name, fontsize=TITLE_SIZE)
     for ax in axes.flat:
         ax.axis("off")
     for ax in axes.flat[len(panels) :]:
         fig.delaxes(ax)
-    title = format_title(image_name, class_name, probability)
-    if title:
-        fig.suptitle(title, fontsize=SUPTITLE_SIZE)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=SUPTITLE_SIZE)
     fig.tight_layout()
     return fig
 
@@ -450,24 +458,74 @@ def show_gradients(
         raise ValueError(f"gradients must be (N, 3, H, W) or (N, H, W, 3), got {array.shape}")
     if titles is not None and len(titles) != len(array):
         raise ValueError(f"got {len(titles)} titles for {len(array)} gradients")
-    images = [gradient_to_image(g, percentile) for g in array]
-    ncols = ncols or min(len(images), 4)
-    nrows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=_grid_figsize(images[0].shape[:2], nrows, ncols), squeeze=False
-    )
-    for i, (ax, shown) in enumerate(zip(axes.flat, images, strict=False)):
-        ax.imshow(shown)
-        if titles is not None:
-            ax.set_title(titles[i], fontsize=TITLE_SIZE)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax in axes.flat[len(images) :]:
-        fig.delaxes(ax)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=SUPTITLE_SIZE)
-    fig.tight_layout()
-    return fig
+    names = titles if titles is not None else [None] * len(array)
+    panels = [
+        (name, gradient_to_image(g, percentile)) for name, g in zip(names, array, strict=True)
+    ]
+    return _panel_grid(panels, ncols, suptitle)
+
+
+# ----------------------------------------------------------------------------------------------
+# Small arrays, numbers written in
+# ----------------------------------------------------------------------------------------------
+
+
+def show_values(
+    ax: Axes,
+    values: ArrayLike,
+    title: str | None = None,
+    *,
+    cmap: str | Colormap = "RdBu_r",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    fmt: str = ".0f",
+    fontsize: float = 13,
+) -> Axes:
+    """Draw a small 2-D array as coloured cells with each value written in its cell.
+
+    For the worked examples (a 4x4 ReLU input, a gradient table, a 3x3 class map): the reader
+    can check every number by hand. The text is white on dark cells and black on light ones
+    (by the cell colour's CIELAB lightness), whatever the colormap. Ticks are removed; set
+    them afterwards to label rows and columns.
+
+    Args:
+        ax: the axes to draw on.
+        values: ``(rows, cols)`` array or tensor.
+        title: panel title.
+        cmap: colormap; the default diverging ``"RdBu_r"`` shows positive red, negative blue.
+        vmin, vmax: the colour scale; by default symmetric around 0, ``±max|values|``.
+        fmt: format spec of the numbers (``".0f"``, ``".2g"``, ...).
+        fontsize: of the numbers.
+
+    Returns:
+        ``ax``.
+
+    Example:
+        >>> fig, ax = plt.subplots()
+        >>> ax = show_values(ax, np.array([[-2.0, 0.0], [1.0, 2.0]]), "x")
+        >>> [t.get_text() for t in ax.texts], ax.texts[0].get_color()
+        (['-2', '0', '1', '2'], 'white')
+        >>> plt.close(fig)
+    """
+    array = _to_numpy(values).astype(np.float64)
+    if array.ndim != 2:
+        raise ValueError(f"values must be a 2-D array, got shape {array.shape}")
+    if vmin is None or vmax is None:
+        limit = float(np.abs(array).max()) or 1.0
+        vmin = -limit if vmin is None else vmin
+        vmax = limit if vmax is None else vmax
+    colormap = _get_cmap(cmap)
+    ax.imshow(array, cmap=colormap, vmin=vmin, vmax=vmax)
+    dark = _lightness(colormap(Normalize(vmin, vmax, clip=True)(array))[..., :3]) < 50
+    for (i, j), v in np.ndenumerate(array):
+        colour = "white" if dark[i, j] else "black"
+        text = f"{v + 0.0:{fmt}}"  # + 0.0 turns -0.0 into 0.0
+        ax.text(j, i, text, ha="center", va="center", fontsize=fontsize, color=colour)
+    if title is not None:
+        ax.set_title(title, fontsize=TITLE_SIZE - 1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
 
 
 # ----------------------------------------------------------------------------------------------

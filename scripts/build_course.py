@@ -188,8 +188,10 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int) -> str | None:
     return None
 
 
-def build_page(path: Path, course: Path, *, run: bool, timeout: int) -> Page:
-    nb = nbformat.read(path, as_version=4)
+def build_page(
+    path: Path, nb: nbformat.NotebookNode, course: Path, *, run: bool, timeout: int
+) -> Page:
+    """Execute ``nb`` (read from ``path``) in place and write its page and slide deck."""
     title, description = title_and_description(nb)
     start = time.perf_counter()
     error = execute(nb, path.parent, timeout) if run else None
@@ -289,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         nbformat.write(student_notebook(nb), student / path.name)
-        page = build_page(path, course, run=not args.no_execute, timeout=args.timeout)
+        page = build_page(path, nb, course, run=not args.no_execute, timeout=args.timeout)
         state = f"FAILED ({page.error})" if page.error else "ok"
         print(f"{path.name:32s} {page.seconds:6.1f} s  {state}", flush=True)
         pages.append(page)

@@ -110,3 +110,19 @@ def test_title_description_and_index():
     assert "08_explorer.slides.html" not in index
     assert "&lt;Upsampling&gt;" in index and "failed: NameError: x" in index
     assert "the <code>(W, H)</code> trap" in index
+
+
+def test_main_without_execution_writes_pages_index_and_student_copy(tmp_path):
+    assert build_course.main(["--only", "04", "--no-execute", "--out", str(tmp_path)]) == 0
+    course, student = tmp_path / "course", tmp_path / "student"
+    assert sorted(p.name for p in course.iterdir()) == [
+        "04_pooling.html",
+        "04_pooling.slides.html",
+        "index.html",
+    ]
+    assert '<a href="04_pooling.slides.html">slides</a>' in (course / "index.html").read_text()
+    copy = nbformat.read(student / "04_pooling.ipynb", as_version=4)
+    code = "\n".join(c.source for c in copy.cells if c.cell_type == "code")
+    assert "BEGIN SOLUTION" not in code and build_course.PLACEHOLDER in code
+    with pytest.raises(SystemExit, match="no notebook matches"):
+        build_course.main(["--only", "99", "--no-execute", "--out", str(tmp_path)])

@@ -24,6 +24,7 @@ from course_utils.viz import (
     show_gradients,
     show_maps,
     show_overlay,
+    show_values,
 )
 
 H, W = 6, 10  # non-square on purpose: (H, W) vs (W, H) mix-ups must show
@@ -202,6 +203,36 @@ def test_show_gradients_gives_each_image_its_own_scale():
     assert [ax.get_title() for ax in fig.axes] == ["small", "large"]
     with pytest.raises(ValueError, match="titles"):
         show_gradients(batch, titles=["only one"])
+
+
+def test_show_gradients_rejects_bad_ncols():
+    with pytest.raises(ValueError, match="ncols"):
+        show_gradients(torch.randn(2, 3, H, W), ncols=-1)
+
+
+# ------------------------------------------------------------------ numbers in cells
+
+
+def test_show_values_writes_every_number_and_picks_readable_text():
+    values = torch.tensor([[-6.0, -0.0, 6.0], [1.0, 2.5, -3.0]])
+    fig, ax = plt.subplots()
+    assert show_values(ax, values, "x") is ax
+    assert ax.get_title() == "x"
+    assert [t.get_text() for t in ax.texts] == ["-6", "0", "6", "1", "2", "-3"]  # no "-0"
+    colours = [t.get_color() for t in ax.texts]
+    assert colours[0] == colours[2] == "white"  # the dark ends of RdBu_r at ±max|v|
+    assert colours[1] == colours[3] == "black"  # the pale middle
+    image = ax.get_images()[0]
+    assert image.get_clim() == (-6.0, 6.0) and not ax.get_xticks().size
+
+
+def test_show_values_follows_a_sequential_colormap_and_format():
+    fig, ax = plt.subplots()
+    show_values(ax, np.array([[0.0, 0.25], [0.5, 1.0]]), cmap="inferno", vmin=0, vmax=1, fmt=".2g")
+    assert [t.get_text() for t in ax.texts] == ["0", "0.25", "0.5", "1"]
+    assert [t.get_color() for t in ax.texts] == ["white", "white", "white", "black"]
+    with pytest.raises(ValueError, match="2-D"):
+        show_values(ax, np.zeros((2, 2, 2)))
 
 
 # ------------------------------------------------------------------ jet
