@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from course_utils import GuidedReLU, select_scores
+from course_utils import GuidedReLU, guided_relus, normalize_per_image, select_scores, upsample
 from course_utils.original import CustomReLU, OriginalGradCam
 
 # -- stage 1: the ReLU rule ---------------------------------------------------------------
@@ -123,6 +123,8 @@ def _gradient(
         scores.backward(torch.ones_like(scores))  # every class, whatever the labels
     elif target == "class0":
         scores[:, 0].sum().backward()
+    elif target == "predicted":
+        scores.max(dim=1).values.sum().backward()  # the labels are never read
     return x.grad
 
 
@@ -136,6 +138,10 @@ def ones_backward(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) 
 
 def class0_backward(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Any:
     return _gradient(model, images, labels, target="class0")
+
+
+def predicted_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Any:
+    return _gradient(model, images, labels, target="predicted")
 
 
 def no_eval_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Any:
@@ -254,16 +260,62 @@ def _hooked(modules: list[nn.Module], *, finally_: bool = True, remove: bool = T
 def top_level_only(model: nn.Module) -> Any:
     """Looks only at each direct child of each top-level container (misses Fire's ReLUs)."""
     found = [c for top in model.children() for c in top.children() if isinstance(c, RELUS)]
-    return _hooked(found)
+    return guided_relus(model, only=found)
 
 
 def relu_only(model: nn.Module) -> Any:
     """``isinstance(m, nn.ReLU)`` misses ``nn.ReLU6``."""
-    return _hooked([m for m in model.modules() if isinstance(m, nn.ReLU)])
+    return guided_relus(model, only=[m for m in model.modules() if isinstance(m, nn.ReLU)])
+
+
+class GuidedReLUModule(nn.Module):
+    """A module around :class:`GuidedReLU`, for swapping in (and back out) by hand."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return GuidedReLU.apply(x)
+
+
+@contextmanager
+def relu6_as_relu(model: nn.Module) -> Iterator:
+    """Swaps every ReLU *and ReLU6* for a guided ReLU, and back: ReLU6 loses its clip at 6."""
+    swapped = [
+        (parent, name, child)
+        for parent in list(model.modules())
+        for name, child in parent._modules.items()
+        if isinstance(child, RELUS)
+    ]
+    for parent, name, _ in swapped:
+        parent._modules[name] = GuidedReLUModule()
+    try:
+        yield
+    finally:
+        for parent, name, child in swapped:
+            parent._modules[name] = child
 
 
 def hooks_never_removed(model: nn.Module) -> Any:
     return _hooked([m for m in model.modules() if isinstance(m, RELUS)], remove=False)
+
+
+def nothing_guided(model: nn.Module) -> Any:
+    """A context manager that forgets to guide anything."""
+    return _hooked([])
+
+
+@contextmanager
+def full_backward_hooks(model: nn.Module) -> Iterator:
+    """Clamps each activation's input gradient with ``register_full_backward_hook``: the
+    in-place ReLUs then modify the hook's view and the backward pass raises."""
+    handles = [
+        m.register_full_backward_hook(lambda mod, gin, gout: (gin[0].clamp(min=0),))
+        for m in model.modules()
+        if isinstance(m, RELUS)
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def no_finally(model: nn.Module) -> Any:
@@ -351,6 +403,13 @@ def in_place(maps: torch.Tensor) -> torch.Tensor:
     return maps / torch.where(high > 0, high, torch.ones_like(high))
 
 
+def guard_on_max(maps: torch.Tensor) -> torch.Tensor:
+    """Guards ``max > 0`` instead of ``max - min > 0``: a constant non-zero map is 0 / 0."""
+    low = maps.flatten(1).min(dim=1).values[:, None, None]
+    high = maps.flatten(1).max(dim=1).values[:, None, None]
+    return torch.where(high > 0, (maps - low) / (high - low), torch.zeros_like(maps))
+
+
 def flat_to_ones(maps: torch.Tensor) -> torch.Tensor:
     low = maps.flatten(1).min(dim=1).values[:, None, None]
     span = maps.flatten(1).max(dim=1).values[:, None, None] - low
@@ -429,16 +488,11 @@ def learner_grad_cam(
         if resize == "pil":
             cam = torch.from_numpy(pil_resize(cam, (h, w)))
         else:
-            cam = torch.stack([_interpolate(c[None], (h, w), mode="bilinear")[0] for c in cam])
-        return {"nan": per_image_nan, "batch": per_batch, "safe": _safe}[normalize](cam)
+            cam = upsample(cam, (h, w))
+        normalizer = {"nan": per_image_nan, "batch": per_batch, "safe": normalize_per_image}
+        return normalizer[normalize](cam)
 
     return fn
-
-
-def _safe(maps: torch.Tensor) -> torch.Tensor:
-    low = maps.flatten(1).min(dim=1).values[:, None, None]
-    span = maps.flatten(1).max(dim=1).values[:, None, None] - low
-    return torch.where(span > 0, (maps - low) / span.clamp(min=1e-30), torch.zeros_like(maps))
 
 
 def seed_method(name: str) -> Any:

@@ -82,6 +82,7 @@ WRONG: list[tuple[str, Callable[[Any], None], Any, str]] = [
     ("grad-onehot-sum", check_class_gradient, m.onehot_batch_sum, "onehot_batch_sum"),
     ("grad-ones", check_class_gradient, m.ones_backward, "hardcoded_backward"),
     ("grad-class0", check_class_gradient, m.class0_backward, "hardcoded_backward"),
+    ("grad-predicted", check_class_gradient, m.predicted_gradient, "predicted_not_labels"),
     ("grad-no-eval", check_class_gradient, m.no_eval_gradient, "no_eval"),
     ("grad-accumulate", check_class_gradient, m.accumulating_gradient, "accumulating_grads"),
     ("grad-mutates", check_class_gradient, m.mutating_gradient, "mutates_images"),
@@ -94,6 +95,9 @@ WRONG: list[tuple[str, Callable[[Any], None], Any, str]] = [
     ("swap-relu6", check_swap_relus, m.relu_only, "relu6_missed"),
     ("swap-hooks-left", check_swap_relus, m.hooks_never_removed, "hooks_left"),
     ("swap-no-finally", check_swap_relus, m.no_finally, "not_restored_on_error"),
+    ("swap-nothing", check_swap_relus, m.nothing_guided, "no_guided_relus"),
+    ("swap-full-hooks", check_swap_relus, m.full_backward_hooks, "crashed"),
+    ("swap-relu6-as-relu", check_swap_relus, m.relu6_as_relu, "wrong_values"),
     ("weights-sum", check_channel_weights, m.weights_sum, "sum_not_mean"),
     ("weights-keepdim", check_channel_weights, m.weights_keepdim, "keepdim"),
     ("weights-dims", check_channel_weights, m.weights_wrong_dims, "wrong_dims"),
@@ -110,35 +114,75 @@ WRONG: list[tuple[str, Callable[[Any], None], Any, str]] = [
     ("norm-nan", check_normalize, m.per_image_nan, "nan_zero_map"),
     ("norm-inplace", check_normalize, m.in_place, "inplace_normalize"),
     ("norm-ones", check_normalize, m.flat_to_ones, "flat_not_zero"),
-    ("gb-permanent", check_guided_backprop, m.learner_guided_backprop(guided="permanent"),
-     "permanent_swap"),
-    ("gb-seed-swap", check_guided_backprop,
-     m.learner_guided_backprop(guided="permanent", use_eval=False, copy=False),
-     "permanent_swap"),
-    ("gb-hooks-left", check_guided_backprop, m.learner_guided_backprop(remove_hooks=False),
-     "hooks_left"),
-    ("gb-plain", check_guided_backprop, m.learner_guided_backprop(guided="none"),
-     "no_guided_relus"),
-    ("gb-nested", check_guided_backprop, m.learner_guided_backprop(guided="top"),
-     "missed_nested"),
-    ("gb-no-eval", check_guided_backprop, m.learner_guided_backprop(use_eval=False),
-     "no_eval"),
-    ("gb-accumulate", check_guided_backprop, m.learner_guided_backprop(copy=False),
-     "accumulating_grads"),
-    ("gb-onehot-sum", check_guided_backprop,
-     m.learner_guided_backprop(target="onehot_batch_sum"), "onehot_batch_sum"),
-    ("gb-ones", check_guided_backprop, m.learner_guided_backprop(target="ones"),
-     "hardcoded_backward"),
+    ("norm-guard-max", check_normalize, m.guard_on_max, "nan_zero_map"),
+    (
+        "gb-permanent",
+        check_guided_backprop,
+        m.learner_guided_backprop(guided="permanent"),
+        "permanent_swap",
+    ),
+    (
+        "gb-seed-swap",
+        check_guided_backprop,
+        m.learner_guided_backprop(guided="permanent", use_eval=False, copy=False),
+        "permanent_swap",
+    ),
+    (
+        "gb-hooks-left",
+        check_guided_backprop,
+        m.learner_guided_backprop(remove_hooks=False),
+        "hooks_left",
+    ),
+    (
+        "gb-plain",
+        check_guided_backprop,
+        m.learner_guided_backprop(guided="none"),
+        "no_guided_relus",
+    ),
+    ("gb-nested", check_guided_backprop, m.learner_guided_backprop(guided="top"), "missed_nested"),
+    ("gb-no-eval", check_guided_backprop, m.learner_guided_backprop(use_eval=False), "no_eval"),
+    (
+        "gb-accumulate",
+        check_guided_backprop,
+        m.learner_guided_backprop(copy=False),
+        "accumulating_grads",
+    ),
+    (
+        "gb-onehot-sum",
+        check_guided_backprop,
+        m.learner_guided_backprop(target="onehot_batch_sum"),
+        "onehot_batch_sum",
+    ),
+    (
+        "gb-ones",
+        check_guided_backprop,
+        m.learner_guided_backprop(target="ones"),
+        "hardcoded_backward",
+    ),
+    (
+        "gb-predicted",
+        check_guided_backprop,
+        m.learner_guided_backprop(target="predicted"),
+        "predicted_not_labels",
+    ),
     ("gc-batch-norm", check_grad_cam, m.learner_grad_cam(normalize="batch"), "per_batch_norm"),
     ("gc-nan", check_grad_cam, m.learner_grad_cam(normalize="nan"), "nan_zero_map"),
     ("gc-pil-swap", check_grad_cam, m.learner_grad_cam(resize="pil"), "hw_swap"),
     ("gc-squeeze", check_grad_cam, m.learner_grad_cam(squeeze="all"), "squeeze_all"),
     ("gc-no-eval", check_grad_cam, m.learner_grad_cam(use_eval=False), "no_eval"),
     ("gc-hooks-left", check_grad_cam, m.learner_grad_cam(remove_hooks=False), "hooks_left"),
-    ("gc-deprecated", check_grad_cam, m.learner_grad_cam(deprecated_hook=True),
-     "deprecated_backward_hook"),
-    ("gc-onehot-sum", check_grad_cam, m.learner_grad_cam(target="onehot_batch_sum"),
-     "onehot_batch_sum"),
+    (
+        "gc-deprecated",
+        check_grad_cam,
+        m.learner_grad_cam(deprecated_hook=True),
+        "deprecated_backward_hook",
+    ),
+    (
+        "gc-onehot-sum",
+        check_grad_cam,
+        m.learner_grad_cam(target="onehot_batch_sum"),
+        "onehot_batch_sum",
+    ),
 ]
 
 
@@ -178,20 +222,49 @@ def test_the_assignment_code_is_diagnosed(
 
 #: Mistakes detected before any value comparison is printed (a crash, a shape, a flag).
 NAMED_BEFORE_COMPARING = {
-    "cpu_only_zeros", "inplace_input", "not_differentiable", "gather_dim", "no_squeeze",
-    "squeeze_all", "keepdim", "hw_swap", "inplace_normalize", "full_hook_inplace",
-    "deprecated_backward_hook", "permanent_swap", "hooks_left", "not_restored_on_error",
+    "crashed",
+    "cpu_only_zeros",
+    "inplace_input",
+    "not_differentiable",
+    "gather_dim",
+    "no_squeeze",
+    "squeeze_all",
+    "keepdim",
+    "hw_swap",
+    "inplace_normalize",
+    "full_hook_inplace",
+    "deprecated_backward_hook",
+    "permanent_swap",
+    "hooks_left",
+    "not_restored_on_error",
 }
 
 
 def test_every_seed_mistake_is_covered() -> None:
     """The classic mistakes of issue 4 each have at least one wrong implementation."""
     classic = {
-        "onehot_batch_sum", "hardcoded_backward", "hooks_left", "deprecated_backward_hook",
-        "full_hook_inplace", "permanent_swap", "cpu_only_zeros", "per_batch_norm",
-        "nan_zero_map", "hw_swap", "no_eval", "squeeze_all", "accumulating_grads",
+        "onehot_batch_sum",
+        "hardcoded_backward",
+        "hooks_left",
+        "deprecated_backward_hook",
+        "full_hook_inplace",
+        "permanent_swap",
+        "cpu_only_zeros",
+        "per_batch_norm",
+        "nan_zero_map",
+        "hw_swap",
+        "no_eval",
+        "squeeze_all",
+        "accumulating_grads",
     }
     assert classic <= {w[3] for w in WRONG}
+
+
+def test_every_specific_mistake_is_exercised() -> None:
+    """Each catalogue entry beyond the generic ones is named for some wrong implementation,
+    so no entry is dead and no diagnosis goes untested."""
+    generic = {"crashed", "wrong_shape", "wrong_values"}
+    assert set(MISTAKES) - generic <= {w[3] for w in WRONG}
 
 
 def test_mistake_names_are_unique() -> None:

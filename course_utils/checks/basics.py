@@ -74,8 +74,10 @@ def check_guided_relu(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
             error = exc.__cause__ or exc.mistake.name
             fail("cpu_only_zeros", f"fails for a {dtype} tensor on {device!r}: {error}")
         ok = y.dtype == dtype and y.device.type == device and grad.device.type == device
-        print(f"{str(dtype)[6:]} on {device}: output {str(y.dtype)[6:]} on {y.device.type} "
-              f"{'✓' if ok else '✗'}")
+        print(
+            f"{str(dtype)[6:]} on {device}: output {str(y.dtype)[6:]} on {y.device.type} "
+            f"{'✓' if ok else '✗'}"
+        )
         if not ok:
             fail("cpu_only_zeros", f"a {dtype} input on {device!r} gave {y.dtype} on {y.device}")
         if device != "meta" and not report(f"{device} backward", grad.cpu().float(), guided):
@@ -99,9 +101,11 @@ def check_select_scores(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     ]:
         s = s.clone().requires_grad_(True)
         try:
-            out = fn(s, lab)
-        except (IndexError, RuntimeError) as exc:
-            fail("gather_dim", f"{what}: {type(exc).__name__}: {exc}")
+            out = call(fn, s, lab)
+        except CheckFailed as exc:  # indexing out of range: the class index went to dim 0
+            if isinstance(exc.__cause__, (IndexError, RuntimeError)):
+                fail("gather_dim", f"{what}: {type(exc.__cause__).__name__}: {exc.__cause__}")
+            raise
         out = as_tensor(out, "the selected scores")
         expected = select_scores(s, lab)
         if out.shape == (s.shape[0], 1):
@@ -109,9 +113,7 @@ def check_select_scores(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
         if not report(what, out.detach(), expected.detach()):
             if out.shape == expected.shape and torch.equal(out.detach(), s.detach().amax(1)):
                 fail("predicted_not_labels", "you returned each row's maximum")
-            if out.shape == expected.shape and torch.equal(
-                out.detach(), s.detach()[lab, 0]
-            ):
+            if out.shape == expected.shape and torch.equal(out.detach(), s.detach()[lab, 0]):
                 fail("gather_dim", "you picked scores[labels[i], 0]: gather(0, ...)")
             kind = "wrong_shape" if out.shape != expected.shape else "wrong_values"
             fail(kind, f"{what}: got shape {tuple(out.shape)}, expected {tuple(expected.shape)}")
@@ -198,15 +200,15 @@ def check_upsample(fn: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]) 
         if got.shape != expected.shape:
             fail("wrong_shape", f"shape {tuple(got.shape)}, expected (2, 9, 20)")
 
-        def other(mode: str, **kw: Any) -> torch.Tensor:
-            return F.interpolate(maps[:, None], size=size, mode=mode, **kw)[:, 0]
-
         if got.min() < maps.min() - 1e-4 or torch.allclose(got, upsample(maps, size, "bicubic")):
-            fail("bicubic_overshoot", f"minimum {float(got.min()):.3f} < the maps' "
-                 f"minimum {float(maps.min()):.3f}")
-        if torch.allclose(got, other("bilinear", align_corners=True), atol=1e-5):
+            fail(
+                "bicubic_overshoot",
+                f"minimum {float(got.min()):.3f} < the maps' minimum {float(maps.min()):.3f}",
+            )
+        corners = F.interpolate(maps[:, None], size, mode="bilinear", align_corners=True)
+        if torch.allclose(got, corners[:, 0], atol=1e-5):
             fail("align_corners", "your values match align_corners=True")
-        if torch.allclose(got, other("nearest")):
+        if torch.allclose(got, upsample(maps, size, "nearest")):
             fail("nearest", "your values match mode='nearest'")
         fail("wrong_values", "the values match no interpolation mode the check knows")
     passed("check_upsample")
@@ -216,15 +218,18 @@ def check_normalize(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Check ``fn(maps (N, H, W)) -> (N, H, W)``: per-image min-max to [0, 1].
 
     Probes: a batch in which image 1 is 100× brighter than image 0 (per-batch normalisation
-    leaves image 0 nearly black) and a batch with an all-zero map (0 / 0 = NaN).
+    leaves image 0 nearly black) and image 2 sits on an offset of 3 (dividing by the max
+    without subtracting the min), then a batch with an all-zero and a constant map
+    (0 / 0 = NaN; a guard on ``max > 0`` instead of ``max - min > 0`` misses the constant).
     """
     with seeded(4):
         maps = torch.rand(3, 4, 5)
     maps[1] *= 100
     maps[2] += 3
-    for what, batch in [("bright and dim images", maps), ("an all-zero map", maps * 0)]:
-        if what == "an all-zero map":
-            batch[0] = maps[0]
+    flat = maps.clone()
+    flat[1] = 0.0
+    flat[2] = 3.0
+    for what, batch in [("bright and dim images", maps), ("all-zero and constant maps", flat)]:
         original = batch.clone()
         got = as_tensor(call(fn, batch), "the normalised maps").float()
         if not torch.equal(batch, original):
@@ -239,7 +244,7 @@ def check_normalize(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
             if torch.allclose(got, per_batch, atol=1e-5):
                 maxima = ", ".join(f"{v:.2f}" for v in got.flatten(1).amax(1).tolist())
                 fail("per_batch_norm", f"the images' maxima are {maxima}, not all 1")
-            if what == "an all-zero map" and torch.allclose(got[:1], expected[:1], atol=1e-5):
-                fail("flat_not_zero", f"the all-zero map became {got[1].unique().tolist()}")
+            if batch is flat and torch.allclose(got[:1], expected[:1], atol=1e-5):
+                fail("flat_not_zero", f"the flat maps became {got[1:].unique().tolist()}")
             fail("wrong_values", "each image should span exactly [0, 1]")
     passed("check_normalize")

@@ -114,8 +114,11 @@ def check_guided_backprop(fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], 
         for key, guided in [("no_guided_relus", []), ("missed_nested", top)]:
             partly = input_gradient(model, images, LABELS, guided)
             if torch.allclose(got, partly, rtol=1e-3, atol=1e-4 * scale):
-                fail(key, "your gradient equals the gradient with "
-                     f"{len(guided)} of the {len(relus)} ReLUs guided")
+                fail(
+                    key,
+                    "your gradient equals the gradient with "
+                    f"{len(guided)} of the {len(relus)} ReLUs guided",
+                )
 
     run_gradient_probes(wrapped, model, images, reference, "guided gradient", diagnose)
     batch_of_one(wrapped, model, images, reference)
