@@ -38,13 +38,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.models import squeezenet1_1
 
 from course_utils.cam import grad_cam
 from course_utils.guided import guided_backprop
 from course_utils.original import OriginalGradCam
+from course_utils.upsample import normalize_per_image, upsample
 
 LAYER = "features.12"
 
@@ -61,12 +61,6 @@ class Contender:
     call: Callable[[Any], torch.Tensor]
 
 
-def _minmax(maps: torch.Tensor) -> torch.Tensor:
-    flat = maps.flatten(1)
-    low, high = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
-    return ((flat - low) / (high - low).clamp_min(1e-12)).view_as(maps)
-
-
 def _shared(model, images, labels):
     return model, images, labels
 
@@ -78,9 +72,8 @@ def _floor_grad_cam(state) -> torch.Tensor:
         lambda module, args, out: store.__setitem__("a", out)
     )
     try:
-        with torch.enable_grad():
-            scores = model(images)
-            (grad,) = torch.autograd.grad(scores.gather(1, labels[:, None]).sum(), store["a"])
+        scores = model(images)
+        (grad,) = torch.autograd.grad(scores.gather(1, labels[:, None]).sum(), store["a"])
     finally:
         handle.remove()
     return grad
@@ -112,7 +105,7 @@ def _captum_grad_cam(state) -> torch.Tensor:
         images, target=labels, relu_attributions=True
     )
     up = LayerAttribution.interpolate(cam, tuple(images.shape[-2:]), interpolate_mode="bilinear")
-    return _minmax(up[:, 0].detach())
+    return normalize_per_image(up[:, 0].detach())
 
 
 def _captum_guided(state) -> torch.Tensor:
@@ -150,8 +143,7 @@ def _torchcam_grad_cam(state) -> torch.Tensor:
     with GradCAM(model, LAYER) as extractor:
         scores = model(images)
         (cam,) = extractor(class_idx=labels.tolist(), scores=scores)
-    up = F.interpolate(cam[:, None], size=tuple(images.shape[-2:]), mode="bilinear")
-    return _minmax(up[:, 0])
+    return normalize_per_image(upsample(cam, tuple(images.shape[-2:])))
 
 
 def _seed_setup(model, images, labels):

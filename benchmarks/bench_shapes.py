@@ -17,31 +17,31 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 
 from course_utils import grad_cam
-from course_utils.data import SHAPE_CLASSES, make_shapes
+from course_utils.data import SHAPE_CLASSES, ShapesBatch, make_shapes
+from course_utils.metrics import pointing_game
 from course_utils.models import ModelBundle, load_model
+from course_utils.train_shapes import accuracy
 
 
-def pointing(heatmaps: np.ndarray, masks: np.ndarray) -> float:
-    """Share of images whose heatmap argmax (first one on ties) is an object pixel."""
-    n = len(masks)
-    peak = heatmaps.reshape(n, -1).argmax(1)
-    return masks.reshape(n, -1)[np.arange(n), peak].mean().item()
+def pointing(maps: torch.Tensor, batch: ShapesBatch) -> float:
+    """Share of images whose heatmap maximum lies on the object's mask."""
+    return pointing_game(maps, batch.masks).double().mean().item()
 
 
-def evaluate(bundle: ModelBundle, batch, chunk: int = 250) -> tuple[float, float]:
+def evaluate(bundle: ModelBundle, batch: ShapesBatch, chunk: int = 250) -> tuple[float, float]:
     """Top-1 accuracy and Grad-CAM pointing game of one model on a shapes batch."""
     x = bundle.preprocess(batch.images)
-    correct, cams = [], []
-    for start in range(0, len(x), chunk):
-        xs, ys = x[start : start + chunk], batch.labels[start : start + chunk]
-        with torch.no_grad():
-            correct.append(bundle.model(xs).argmax(1).numpy() == ys)
-        cams.append(grad_cam(bundle.model, xs, ys, layer=bundle.target_layer).numpy())
-    return np.concatenate(correct).mean().item(), pointing(np.concatenate(cams), batch.masks)
+    labels = torch.from_numpy(batch.labels)
+    cams = torch.cat(
+        [
+            grad_cam(bundle.model, xs, ys, layer=bundle.target_layer)
+            for xs, ys in zip(x.split(chunk), labels.split(chunk), strict=True)
+        ]
+    )
+    return accuracy(bundle.model, batch), pointing(cams, batch)
 
 
 def main() -> None:
@@ -53,17 +53,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     batch = make_shapes(args.n, args.seed)
     size = batch.images.shape[1]
-    yy, xx = np.mgrid[:size, :size]
-    centre = -np.hypot(yy - (size - 1) / 2, xx - (size - 1) / 2)  # peaks at the centre
+    grid = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    centre = -torch.hypot(grid[:, None], grid[None, :])  # peaks at the centre
     start = time.perf_counter()
     rows = [
         ("trained (load_model('shapes'))", *evaluate(load_model("shapes"), batch)),
         ("random weights (weights=None)", *evaluate(load_model("shapes", weights=None), batch)),
-        (
-            "image centre",
-            float("nan"),
-            pointing(np.broadcast_to(centre, batch.masks.shape), batch.masks),
-        ),
+        ("image centre", None, pointing(centre.expand(args.n, -1, -1), batch)),
     ]
     print(
         f"shapes lab: {args.n} fresh images (seed {args.seed}), {len(SHAPE_CLASSES)} classes, "
@@ -71,7 +67,7 @@ def main() -> None:
     )
     print(f"{'model':34s} {'accuracy':>9s} {'pointing':>9s}")
     for name, acc, point in rows:
-        acc_text = "-" if np.isnan(acc) else f"{acc:.3f}"
+        acc_text = "-" if acc is None else f"{acc:.3f}"
         print(f"{name:34s} {acc_text:>9s} {point:9.3f}")
     print(f"({time.perf_counter() - start:.0f} s)")
 

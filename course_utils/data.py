@@ -302,6 +302,7 @@ def to_rgb(image: Image.Image | np.ndarray) -> Image.Image:
 
 
 Box = tuple[int, int, int, int]
+"""``(left, top, right, bottom)`` in pixels, right/bottom exclusive: PIL's ``crop`` order."""
 
 
 def _boxes() -> dict[str, dict[str, list[int]]]:

@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data import Box
+
 __all__ = [
     "box_iou",
     "box_localization",
@@ -50,11 +52,6 @@ __all__ = [
     "saliency_magnitude",
     "spearman",
 ]
-
-Box = tuple[int, int, int, int]
-"""``(left, top, right, bottom)`` in pixels, right/bottom exclusive — PIL's ``crop`` order and
-the convention of :func:`course_utils.data.photo_box`."""
-
 
 # ----------------------------------------------------------------------------------------------
 # Input checks
@@ -161,7 +158,7 @@ def pointing_game(maps: Any, masks: Any, *, tolerance: float = 0) -> torch.Tenso
     masks = _masks(masks, maps)
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance!r}")
-    n, height, width = maps.shape
+    height, width = maps.shape[1:]
     flat = maps.flatten(1)
     peak = flat.argmax(dim=1)
     rows, cols = (peak // width).double(), (peak % width).double()
@@ -244,7 +241,7 @@ def label_components(foreground: Any, connectivity: int = 4) -> torch.Tensor:
         )
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
-    n, height, width = fg.shape
+    height, width = fg.shape[1:]
     index = torch.arange(1, height * width + 1, device=fg.device).view(1, height, width)
     labels = torch.where(fg, index, 0)
     shifts = [(-1, 0), (1, 0), (0, -1), (0, 1)]
@@ -439,10 +436,10 @@ def spearman(a: Any, b: Any) -> torch.Tensor:
     return torch.where(denominator > 0, rho, torch.nan).float()
 
 
-def _reinitializable(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+def _reinitializable(module: nn.Module) -> list[tuple[str, nn.Module]]:
     """Modules in ``module``'s subtree that own parameters and can ``reset_parameters()``."""
     return [
-        (f"{prefix}.{name}" if prefix and name else prefix or name, sub)
+        (name, sub)
         for name, sub in module.named_modules()
         if hasattr(sub, "reset_parameters") and any(True for _ in sub.parameters(recurse=False))
     ]

@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -202,8 +203,6 @@ class ShapesNet(nn.Module):
     negative evidence.
     """
 
-    target_layer = "features.9"
-
     def __init__(self, num_classes: int = len(SHAPE_CLASSES)) -> None:
         super().__init__()
         self.features = nn.Sequential(
@@ -306,8 +305,6 @@ class EfficientNetLite(nn.Module):
     Grad-CAM layer.
     """
 
-    target_layer = "head"
-
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.stem = nn.Sequential(*_conv_bn(3, 32, 3, 2), nn.ReLU6())
@@ -390,59 +387,70 @@ def load_model(
         raise TypeError(f"weights must be 'default', None or a path, got {type(weights).__name__}")
     if allow_download is None:
         allow_download = os.environ.get(ALLOW_DOWNLOAD_ENV, "") == "1"
+    spec = _SPECS[name]
     # Random weights are seeded without touching the caller's random state, so weights=None
     # gives the same network every time.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = _ARCHITECTURES[name]()
-    if name == "efficientnet_lite0":
-        if weights is not None:
-            path = _lite0_weights_file() if weights == "default" else Path(weights)
-            _load_state(model, _read(path, name), name, path, rename=_lite_key)
-        preprocess, deprocess = _photo_preprocess(224, LITE_MEAN, LITE_STD)
-        return _bundle(model, name, preprocess, deprocess, imagenet_classes(), "head")
-    if name == "squeezenet1_1":
-        if weights is not None:
-            path = _squeezenet_file(weights, allow_download)
-            _load_state(model, _read(path, name), name, path)
-        preprocess, deprocess = _photo_preprocess(224, IMAGENET_MEAN, IMAGENET_STD)
-        return _bundle(model, name, preprocess, deprocess, imagenet_classes(), "features.12")
+        model = spec.build()
     if weights is not None:
-        path = SHAPES_WEIGHTS if weights == "default" else Path(weights)
-        checkpoint = _read(path, name)
-        if not isinstance(checkpoint, dict) or checkpoint.get("format") != SHAPES_FORMAT:
-            raise WeightsError(
-                f"{path} is not a shapes checkpoint (one written by "
-                "python -m course_utils.train_shapes); re-run that script to recreate it"
-            )
-        if checkpoint.get("class_names") != list(SHAPE_CLASSES):
-            raise WeightsError(
-                f"{path} was trained on classes {checkpoint.get('class_names')}, but "
-                f"make_shapes draws {list(SHAPE_CLASSES)}; re-run python -m "
-                "course_utils.train_shapes"
-            )
-        _load_state(model, checkpoint["state_dict"], name, path)
-    return _bundle(
-        model, name, shapes_to_tensor, _shapes_deprocess, list(SHAPE_CLASSES), "features.9"
-    )
+        path = _default_weights(name, allow_download) if weights == "default" else Path(weights)
+        state = _read(path, name)
+        if name == "shapes":
+            state = _shapes_state(state, path)
+        rename = _lite_key if name == "efficientnet_lite0" else None
+        _load_state(model, state, name, path, rename=rename)
+    model.eval()
+    if spec.photo_stats is None:
+        preprocess, deprocess = shapes_to_tensor, _shapes_deprocess
+        class_names = list(SHAPE_CLASSES)
+    else:
+        preprocess, deprocess = _photo_preprocess(224, *spec.photo_stats)
+        class_names = imagenet_classes()
+    return ModelBundle(model, name, preprocess, deprocess, class_names, spec.target_layer)
 
 
-def _squeezenet():
+def _squeezenet() -> nn.Module:
     from torchvision.models import squeezenet1_1
 
     return squeezenet1_1(weights=None)
 
 
-_ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
-    "efficientnet_lite0": EfficientNetLite,
-    "squeezenet1_1": _squeezenet,
-    "shapes": ShapesNet,
+class _Spec(NamedTuple):
+    build: Callable[[], nn.Module]
+    target_layer: str  # the default Grad-CAM layer
+    photo_stats: tuple[Sequence[float], Sequence[float]] | None  # (mean, std); None: shapes
+
+
+_SPECS: dict[str, _Spec] = {
+    "efficientnet_lite0": _Spec(EfficientNetLite, "head", (LITE_MEAN, LITE_STD)),
+    "squeezenet1_1": _Spec(_squeezenet, "features.12", (IMAGENET_MEAN, IMAGENET_STD)),
+    "shapes": _Spec(ShapesNet, "features.9", None),
 }
 
 
-def _bundle(model, name, preprocess, deprocess, class_names, target_layer) -> ModelBundle:
-    model.eval()
-    return ModelBundle(model, name, preprocess, deprocess, class_names, target_layer)
+def _default_weights(name: str, allow_download: bool) -> Path:
+    if name == "efficientnet_lite0":
+        return _lite0_weights_file()
+    if name == "squeezenet1_1":
+        return _squeezenet_cache_file(allow_download)
+    return SHAPES_WEIGHTS
+
+
+def _shapes_state(checkpoint: object, path: Path) -> object:
+    """The state dict inside a checkpoint written by ``train_shapes``, after checking its tags."""
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != SHAPES_FORMAT:
+        raise WeightsError(
+            f"{path} is not a shapes checkpoint (one written by "
+            "python -m course_utils.train_shapes); re-run that script to recreate it"
+        )
+    if checkpoint.get("class_names") != list(SHAPE_CLASSES):
+        raise WeightsError(
+            f"{path} was trained on classes {checkpoint.get('class_names')}, but "
+            f"make_shapes draws {list(SHAPE_CLASSES)}; re-run python -m "
+            "course_utils.train_shapes"
+        )
+    return checkpoint["state_dict"]
 
 
 def imagenet_classes() -> list[str]:
@@ -452,10 +460,8 @@ def imagenet_classes() -> list[str]:
     return list(SqueezeNet1_1_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def _squeezenet_file(weights: str | os.PathLike, allow_download: bool) -> Path:
-    """Where SqueezeNet's weights are; fetch them into the torch cache only if allowed."""
-    if weights != "default":
-        return Path(weights)
+def _squeezenet_cache_file(allow_download: bool) -> Path:
+    """Where SqueezeNet's weights are cached; fetch them there only if allowed."""
     from torchvision.models import SqueezeNet1_1_Weights
 
     url = SqueezeNet1_1_Weights.IMAGENET1K_V1.url

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import SHAPE_CLASSES, make_shapes
+from .data import SHAPE_CLASSES, ShapesBatch, make_shapes
+from .hooks import evaluating
 from .models import SHAPES_FORMAT, SHAPES_WEIGHTS, ShapesNet, shapes_to_tensor
 
 
@@ -52,9 +53,10 @@ def train(
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, batch) -> float:
-    """Top-1 accuracy of ``model`` on a :class:`~course_utils.data.ShapesBatch`."""
-    logits = torch.cat([model(shapes_to_tensor(x)) for x in np.array_split(batch.images, 8)])
+def accuracy(model: torch.nn.Module, batch: ShapesBatch) -> float:
+    """Top-1 accuracy of ``model`` (run in eval mode) on a shapes batch."""
+    with evaluating(model):
+        logits = torch.cat([model(shapes_to_tensor(x)) for x in np.array_split(batch.images, 8)])
     return (logits.argmax(1).numpy() == batch.labels).mean().item()
 
 
