@@ -110,11 +110,13 @@ def check_solution(master: Path, autograder: Path, out: Path) -> None:
     """Grade the solution notebook like a submission; anything short of full marks fails."""
     from course_utils.grade import grade_many
 
-    print(f"[{master.stem}] grading the solution with every public and hidden test ...",
-          flush=True)
+    print(f"[{master.stem}] grading the solution with every public and hidden test ...", flush=True)
     (result,) = grade_many(
-        autograder, [out / "autograder" / master.name], out / "solution-gradebook.csv",
-        timeout=900, progress=False,
+        autograder,
+        [out / "autograder" / master.name],
+        out / "solution-gradebook.csv",
+        timeout=900,
+        progress=False,
     )
     if result.status != "ok" or result.total != result.possible:
         failing = [q for q, score in result.scores.items() if score == 0]
@@ -135,8 +137,16 @@ def build(master: Path, out_root: Path, *, check: bool = True) -> Path:
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    otter = [sys.executable, "-m", "otter", "assign", "--no-pdfs", "--no-run-tests",
-             master.name, str(out)]
+    otter = [
+        sys.executable,
+        "-m",
+        "otter",
+        "assign",
+        "--no-pdfs",
+        "--no-run-tests",
+        master.name,
+        str(out),
+    ]
     print(f"[{master.stem}] otter assign ...", flush=True)
     proc = subprocess.run(otter, cwd=master.parent, env=env, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -14,8 +14,9 @@ Three guards run inside the kernel, next to the student's code:
   otherwise make the reference agree with its own bugs);
 * :func:`no_reference_calls` swaps the code of course_utils' graded functions for a tripwire
   while the student's function runs, so re-exporting or calling the reference fails however it
-  is spelled (alias, ``getattr``, ``importlib``) — calls that course_utils makes internally
-  (e.g. an allowed ``guided_backprop`` calling ``select_scores``) still work;
+  is spelled (alias, ``getattr``, ``importlib``, or through another course_utils module that
+  wraps the reference, such as ``checks`` or ``explorer``) — the reference's own internal
+  calls (e.g. an allowed ``guided_backprop`` calling ``select_scores``) still work;
 * :func:`assert_close` compares with plain tensor arithmetic and reports the worst element.
 
 Example:
@@ -31,7 +32,7 @@ import inspect
 import sys
 import sysconfig
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,10 @@ import course_utils
 PACKAGE_DIR = Path(course_utils.__file__).resolve().parent
 #: This file: its stand-ins (:func:`stand_ins`) may call the reference on a student's behalf.
 THIS_FILE = Path(__file__).resolve()
+#: Where the standard library and installed packages (torch, otter, ...) live.
+_LIBRARY_DIRS = tuple(
+    Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "purelib", "platlib")
+)
 
 #: course_utils modules whose every function and class is graded content of the assignment:
 #: students write their own. A1 may use hooks/scores helpers; A2 may use guided backprop
@@ -67,7 +72,9 @@ def _code_of(fn: types.FunctionType) -> types.CodeType:
 
 
 #: Marks a failure that means the submission altered course_utils in memory; the runner-side
-#: ``course_utils.grade.IntegrityGuard`` looks for it in the test messages.
+#: ``course_utils.grade.IntegrityGuard`` looks for it in the test messages. A copy of
+#: ``course_utils.grade.TAMPER_MARKER`` (tests/test_grade.py checks they agree), not an
+#: import: in the kernel the submission could re-bind that module's attribute.
 TAMPER_MARKER = "[course_utils altered in memory]"
 
 
@@ -165,22 +172,35 @@ def _functions_of(obj: Any) -> Iterator[tuple[Any, str, types.FunctionType]]:
                 yield obj, attr, fn
 
 
-_LIBRARY_DIRS = tuple(
-    Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "purelib", "platlib")
+#: The reference's own files (and this file's stand-ins): a call from them into a graded
+#: function is the reference at work. Other course_utils modules (``checks``, ``explorer``)
+#: also call the reference, on whoever's behalf: their calls count as the caller's.
+_REFERENCE_MODULES = (
+    "_validation",
+    "relu",
+    "scores",
+    "hooks",
+    "pooling",
+    "upsample",
+    "guided",
+    "cam",
 )
+_REFERENCE_FILES = frozenset({THIS_FILE, *(PACKAGE_DIR / f"{m}.py" for m in _REFERENCE_MODULES)})
+#: The course's networks: their ``forward`` runs the reference's hooks, like torch's does.
+_MODELS_FILE = PACKAGE_DIR / "models.py"
 
 
-def _called_from_course_utils(frame: types.FrameType | None) -> bool:
-    """Whether the nearest caller that is not library code (torch, contextlib, ...) is
-    course_utils itself — as when course_utils' ``guided_backprop`` uses ``guided_relus``
-    through ``contextlib`` and torch's hooks — or a stand-in of this file."""
+def _called_from_reference(frame: types.FrameType | None) -> bool:
+    """Whether the nearest caller that is not library code (torch, contextlib, ...) nor a
+    course network's ``forward`` is the reference itself — as when ``guided_backprop`` uses
+    ``guided_relus`` through ``contextlib`` and torch's hooks — or a stand-in of this file."""
     while frame is not None:
         filename = frame.f_code.co_filename
         if not filename.startswith("<frozen"):
             path = Path(filename).resolve()
-            if path.is_relative_to(PACKAGE_DIR) or path == THIS_FILE:
+            if path in _REFERENCE_FILES:
                 return True
-            if not any(path.is_relative_to(d) for d in _LIBRARY_DIRS):
+            if path != _MODELS_FILE and not any(path.is_relative_to(d) for d in _LIBRARY_DIRS):
                 return False
         frame = frame.f_back
     return False
@@ -204,18 +224,19 @@ def _forbidden(assignment: str) -> list[str]:
 @contextmanager
 def no_reference_calls(assignment: str) -> Iterator[None]:
     """Inside the block, calling a function of ``FORBIDDEN_MODULES[assignment]`` fails unless
-    course_utils itself is the caller.
+    the reference itself is the caller.
 
     The guard swaps each function's ``__code__`` (so every alias of the object is covered) for
-    a stub that looks at its caller: course_utils' own internal calls run the original code,
-    anything else raises :class:`ReferenceCallError`. Codes are restored on exit.
+    a stub that looks at its caller (:func:`_called_from_reference`): the reference's own
+    internal calls run the original code, anything else raises :class:`ReferenceCallError`.
+    Codes are restored on exit.
     """
     originals: dict[str, tuple[types.FunctionType, types.CodeType, types.FunctionType]] = {}
     patched_globals: list[dict[str, Any]] = []
 
     def hit(key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        fn, code, runner = originals[key]
-        if _called_from_course_utils(sys._getframe(2)):
+        _, _, runner = originals[key]
+        if _called_from_reference(sys._getframe(2)):
             return runner(*args, **kwargs)
         raise ReferenceCallError(
             f"the graded code calls course_utils' {key}: write it yourself (this assignment "
@@ -335,41 +356,35 @@ def shapes_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor, str]:
     from course_utils.models import load_model, shapes_to_tensor
 
     bundle = load_model("shapes")
-    batch = make_shapes(6, seed=int(torch.randint(0, 2**31 - 1, ()).item()))
+    batch = make_shapes(6, seed=seeds(1)[0])
     images = shapes_to_tensor(batch.images)
     return bundle.model, images, torch.as_tensor(batch.labels), bundle.target_layer
 
 
 def relu6_net(seed: int) -> nn.Module:
-    """A small net with ReLU6 and in-place ReLUs nested in a Sequential (the edge cases)."""
+    """A small net with ReLU6 and in-place ReLUs nested in a Sequential (the edge cases).
+
+    The first convolution's weights are scaled up so that a good share of its outputs exceed
+    6 on ``random_images``: with default initialisation none do, and an answer that lost
+    ReLU6's clip (forward) or its ``x < 6`` mask (backward) would go unnoticed.
+    """
     torch.manual_seed(seed)
-    return nn.Sequential(
+    net = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),
         nn.ReLU6(),
         nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True)),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(8, 5),
-    ).eval()
-
-
-def state_snapshot(model: nn.Module) -> tuple[Any, ...]:
-    """What must be identical before and after a graded call: modules, flags, hooks, grads."""
-    return (
-        [(name, type(m), m.training) for name, m in model.named_modules()],
-        sum(len(m._forward_hooks) + len(m._backward_hooks) for m in model.modules()),
-        sum(len(m._forward_pre_hooks) for m in model.modules()),
-        [p.grad is None for p in model.parameters()],
-        {k: v.clone() for k, v in model.state_dict().items()}.keys(),
     )
+    with torch.no_grad():
+        net[0].weight.mul_(20)
+    return net.eval()
 
 
-def seeds(count: int) -> Iterable[int]:
-    """Seeds drawn at grading time, so no submission can special-case the hidden inputs."""
-    return [int(s) for s in torch.randint(0, 2**31 - 1, (count,), generator=_fresh_generator())]
-
-
-def _fresh_generator() -> torch.Generator:
+def seeds(count: int) -> list[int]:
+    """Seeds drawn at grading time from the OS's entropy, not torch's global generator (which
+    the submission can seed), so no submission can special-case the hidden inputs."""
     generator = torch.Generator()
     generator.seed()
-    return generator
+    return [int(s) for s in torch.randint(0, 2**31 - 1, (count,), generator=generator)]

@@ -87,8 +87,17 @@ SUSPICIOUS_NAMES = frozenset(
 SUSPICIOUS_STRINGS = ("grading_support", "tests/", "tests\\", "otter_config", "results.pkl")
 #: The course_utils modules the hidden tests take their reference values from.
 REFERENCE_MODULES = (
-    "__init__", "_validation", "relu", "scores", "hooks", "pooling", "upsample", "guided", "cam",
-    "models", "data",
+    "__init__",
+    "_validation",
+    "relu",
+    "scores",
+    "hooks",
+    "pooling",
+    "upsample",
+    "guided",
+    "cam",
+    "models",
+    "data",
 )
 #: Written by the hidden tests' helper (assignments/grading_support.py) when a course_utils
 #: function was replaced in memory; such a submission is flagged like one that edits files.
@@ -96,13 +105,21 @@ TAMPER_MARKER = "[course_utils altered in memory]"
 _OTTER_ATTRIBUTE = re.compile(r"\botter\s*\.\s*(\w+)")
 
 
-def _fingerprint(path: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return hashlib.sha256(path.read_bytes()).hexdigest(), stat.st_ino, stat.st_ctime_ns
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
-def _snapshot(paths: Iterable[Path]) -> dict[str, tuple[str, int, int]]:
-    return {str(p): _fingerprint(p) for p in sorted(paths) if p.is_file()}
+def _fingerprints(paths: Iterable[Path]) -> dict[str, tuple[str, int, int]]:
+    """SHA-256, inode and ctime of each file among ``paths``, by path."""
+    return {
+        str(p): (_sha256(p), p.stat().st_ino, p.stat().st_ctime_ns)
+        for p in sorted(paths)
+        if p.is_file()
+    }
 
 
 def scan_code(sources: Iterable[str]) -> list[str]:
@@ -165,12 +182,13 @@ class IntegrityGuard(AbstractOtterPlugin):
         import course_utils
 
         grading = [
-            p for p in Path.cwd().rglob("*")
+            p
+            for p in Path.cwd().rglob("*")
             if p.suffix != ".ipynb" and "__pycache__" not in p.parts
         ]
         root = Path(course_utils.__file__).resolve().parent
         package = [root / f"{name}.py" for name in REFERENCE_MODULES]
-        return {**_snapshot(grading), **{k: v[:1] for k, v in _snapshot(package).items()}}
+        return {**_fingerprints(grading), **{k: v[:1] for k, v in _fingerprints(package).items()}}
 
     def before_execution(self, submission: Any) -> Any:
         cells = getattr(submission, "cells", [])
@@ -217,56 +235,58 @@ class IntegrityGuard(AbstractOtterPlugin):
 # --------------------------------------------------------------------------------------------
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then :func:`os.replace` it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _grade_one_in_child(submission: str, autograder: str, out: str) -> int:
-    """Body of the child process: validate, run otter, write a JSON verdict to ``out``."""
+def _write_json_atomic(path: Path, data: Any) -> None:
+    _write_atomic(path, json.dumps(data, indent=2, sort_keys=True))
+
+
+def _verdict(submission: str, autograder: str) -> dict[str, Any]:
+    """Validate the notebook and run otter on it: ``status``, ``detail`` and ``scores``."""
     import nbformat
 
-    verdict: dict[str, Any] = {"status": "crashed", "scores": {}, "detail": ""}
     try:
-        try:
-            notebook = nbformat.read(submission, as_version=4)
-            nbformat.validate(notebook)
-        except Exception as exc:  # any unreadable notebook is the student's, not the grader's
-            verdict.update(status="invalid notebook", detail=f"{type(exc).__name__}: {exc}")
-            return 0
-        from otter.run import main as otter_run
-        from otter.run.run_autograder.utils import OtterRuntimeError
+        nbformat.validate(nbformat.read(submission, as_version=4))
+    except Exception as exc:  # any unreadable notebook is the student's, not the grader's
+        return {"status": "invalid notebook", "detail": f"{type(exc).__name__}: {exc}"}
+    from otter.run import main as otter_run
+    from otter.run.run_autograder.utils import OtterRuntimeError
 
-        try:
-            results = otter_run(submission, autograder=autograder, output_dir=None, no_logo=True)
-        except OtterRuntimeError as exc:
-            status = "invalid notebook" if "assignment" in str(exc) else "crashed"
-            verdict.update(status=status, detail=str(exc))
-            return 0
-        if results.catastrophic_error is not None:
-            verdict.update(detail=f"otter: {results.catastrophic_error!r}")
-            return 0
-        guard = results.get_plugin_data(PLUGIN_NAME)
-        verdict["scores"] = {name: float(results.get_score(name)) for name in results.results}
-        if guard is None:
-            verdict.update(status="ok", detail="IntegrityGuard plugin not configured")
-        elif guard["tampered"]:
-            verdict.update(status="tampered", detail="; ".join(guard["reasons"]))
-        else:
-            verdict.update(status="ok")
-        return 0
+    try:
+        results = otter_run(submission, autograder=autograder, output_dir=None, no_logo=True)
+    except OtterRuntimeError as exc:
+        status = "invalid notebook" if "assignment" in str(exc) else "crashed"
+        return {"status": status, "detail": str(exc)}
+    if results.catastrophic_error is not None:
+        return {"status": "crashed", "detail": f"otter: {results.catastrophic_error!r}"}
+    scores = {name: float(results.get_score(name)) for name in results.results}
+    guard = results.get_plugin_data(PLUGIN_NAME)
+    if guard is None:
+        return {"status": "ok", "scores": scores, "detail": "IntegrityGuard plugin not configured"}
+    if guard["tampered"]:
+        return {"status": "tampered", "scores": scores, "detail": "; ".join(guard["reasons"])}
+    return {"status": "ok", "scores": scores, "detail": ""}
+
+
+def _grade_one_in_child(submission: str, autograder: str, out: str) -> int:
+    """Body of the child process: write :func:`_verdict`'s answer, or ``crashed``, to ``out``."""
+    try:
+        verdict = _verdict(submission, autograder)
     except Exception as exc:
-        verdict.update(status="crashed", detail=f"{type(exc).__name__}: {exc}"[:2000])
-        return 0
-    finally:
-        _write_json_atomic(Path(out), verdict)
+        verdict = {"status": "crashed", "detail": f"{type(exc).__name__}: {exc}"[:2000]}
+    _write_json_atomic(Path(out), {"scores": {}, **verdict})
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,7 +327,7 @@ def _natural(text: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def _limit_memory(memory_mb: int | None) -> Callable[[], None]:
+def _child_setup(memory_mb: int | None) -> Callable[[], None]:
     def preexec() -> None:
         os.setsid()  # own process group: a timeout kills the child and what it started
         if memory_mb:
@@ -346,14 +366,6 @@ def _kill_job(proc: subprocess.Popen[bytes], job: str) -> None:
     proc.wait()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def grade_one(
     submission: Path,
     autograder: Path,
@@ -382,10 +394,23 @@ def grade_one(
         env = {**os.environ, JOB_ENV: job, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "course_utils.grade", "--child", str(copy),
-                 "--autograder", str(autograder), "--verdict", str(verdict_path)],
-                cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                preexec_fn=_limit_memory(memory_mb),
+                [
+                    sys.executable,
+                    "-m",
+                    "course_utils.grade",
+                    "--child",
+                    str(copy),
+                    "--autograder",
+                    str(autograder),
+                    "--verdict",
+                    str(verdict_path),
+                ],
+                cwd=work,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=_child_setup(memory_mb),
             )
             try:
                 proc.wait(timeout=timeout)
@@ -423,18 +448,16 @@ def write_gradebook(
     writer.writerow(["submission", *questions, "total", "possible", "status", "detail"])
     for r in results:
         writer.writerow(
-            [r.submission, *(f"{r.scores.get(q, 0.0):g}" for q in questions), f"{r.total:g}",
-             f"{r.possible:g}", r.status, r.detail.replace("\n", " ")[:300]]
+            [
+                r.submission,
+                *(f"{r.scores.get(q, 0.0):g}" for q in questions),
+                f"{r.total:g}",
+                f"{r.possible:g}",
+                r.status,
+                r.detail.replace("\n", " ")[:300],
+            ]
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_atomic(path, buffer.getvalue())
 
 
 def _json_names(submissions: Sequence[Path]) -> list[str]:
@@ -495,8 +518,9 @@ def grade_many(
         tqdm(total=len(paths), desc="grading", unit="nb", disable=not progress) as bar,
     ):
         futures = {
-            pool.submit(grade_one, p.resolve(), autograder, questions, timeout=timeout,
-                        memory_mb=memory_mb): i
+            pool.submit(
+                grade_one, p.resolve(), autograder, questions, timeout=timeout, memory_mb=memory_mb
+            ): i
             for i, p in enumerate(paths)
         }
         for future in as_completed(futures):
@@ -513,15 +537,22 @@ def grade_many(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m course_utils.grade", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m course_utils.grade",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("submissions", nargs="+", help="notebooks or folders of notebooks")
     parser.add_argument("--autograder", required=True, help="otter autograder zip")
     parser.add_argument("--out", help="CSV gradebook to write")
     parser.add_argument("--json-dir", help="folder for per-submission JSON")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per submission")
-    parser.add_argument("--memory-mb", type=int, default=8192,
-                        help="address-space limit per submission in MiB (0: none)")
+    parser.add_argument(
+        "--memory-mb",
+        type=int,
+        default=8192,
+        help="address-space limit per submission in MiB (0: none)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="parallel submissions")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -532,8 +563,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.out:
         parser.error("--out is required")
     results = grade_many(
-        args.autograder, args.submissions, args.out, json_dir=args.json_dir,
-        timeout=args.timeout, memory_mb=args.memory_mb or None, workers=args.workers,
+        args.autograder,
+        args.submissions,
+        args.out,
+        json_dir=args.json_dir,
+        timeout=args.timeout,
+        memory_mb=args.memory_mb or None,
+        workers=args.workers,
         progress=not args.no_progress,
     )
     counts = {s: sum(r.status == s for r in results) for s in STATUSES}

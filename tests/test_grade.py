@@ -12,6 +12,7 @@ import csv
 import hashlib
 import importlib.util
 import json
+import runpy
 import uuid
 import zipfile
 from pathlib import Path
@@ -23,6 +24,7 @@ psutil = pytest.importorskip("psutil")
 
 from course_utils.grade import (  # noqa: E402
     JOB_ENV,
+    TAMPER_MARKER,
     SubmissionResult,
     grade_many,
     read_questions,
@@ -58,8 +60,9 @@ EXPECTED = {
 
 
 def _load_build():
-    spec = importlib.util.spec_from_file_location("assignments_build", ROOT / "assignments" /
-                                                  "build.py")
+    spec = importlib.util.spec_from_file_location(
+        "assignments_build", ROOT / "assignments" / "build.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -104,11 +107,9 @@ def batch(a2_autograder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     out = tmp_path_factory.mktemp("grading") / "gradebook.csv"
     submissions = [FIXTURES / f"{name}.ipynb" for name in EXPECTED]
     before = _digests()
-    results = grade_many(a2_autograder, submissions, out, timeout=240, workers=2,
-                         progress=False)
+    results = grade_many(a2_autograder, submissions, out, timeout=240, workers=2, progress=False)
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
-    return {"results": results, "rows": rows, "out": out, "before": before,
-            "after": _digests()}
+    return {"results": results, "rows": rows, "out": out, "before": before, "after": _digests()}
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
@@ -151,10 +152,10 @@ def test_infinite_loop_times_out_and_the_batch_goes_on(
 ) -> None:
     before = _digests()
     loop, invalid = FIXTURES / "a2_infinite_loop.ipynb", FIXTURES / "a2_invalid_json.ipynb"
-    results = grade_many(a2_autograder, [loop, invalid], tmp_path / "gb.csv", timeout=25,
-                         workers=1, progress=False)
-    assert [(r.status, r.total) for r in results] == [("timeout", 0.0),
-                                                      ("invalid notebook", 0.0)]
+    results = grade_many(
+        a2_autograder, [loop, invalid], tmp_path / "gb.csv", timeout=25, workers=1, progress=False
+    )
+    assert [(r.status, r.total) for r in results] == [("timeout", 0.0), ("invalid notebook", 0.0)]
     assert results[0].seconds < 60, "the loop must be killed at the time limit"
     assert not _leftover_jobs(run_marker), "no kernel or grading process may outlive its job"
     assert _digests() == before
@@ -163,8 +164,14 @@ def test_infinite_loop_times_out_and_the_batch_goes_on(
 def test_memory_limit_turns_into_a_crash(
     a2_autograder: Path, tmp_path: Path, run_marker: str
 ) -> None:
-    (result,) = grade_many(a2_autograder, [FIXTURES / "a2_solution.ipynb"], tmp_path / "g.csv",
-                           timeout=120, memory_mb=400, progress=False)
+    (result,) = grade_many(
+        a2_autograder,
+        [FIXTURES / "a2_solution.ipynb"],
+        tmp_path / "g.csv",
+        timeout=120,
+        memory_mb=400,
+        progress=False,
+    )
     assert (result.status, result.total) == ("crashed", 0.0), result.detail
     assert not _leftover_jobs(run_marker)
 
@@ -188,9 +195,7 @@ def test_scan_code_flags_grader_internals_only() -> None:
         "uses otter.execute",
         "uses the name Checker",
     ]
-    assert scan_code(['open("tests/q1.py", "w")']) == [
-        "mentions a grading file in \"tests/q1.py\""
-    ]
+    assert scan_code(['open("tests/q1.py", "w")']) == ['mentions a grading file in "tests/q1.py"']
 
 
 def test_write_gradebook_is_atomic_and_ordered(tmp_path: Path) -> None:
@@ -218,3 +223,102 @@ def test_bad_arguments_are_refused(a2_autograder: Path, tmp_path: Path) -> None:
     zipfile.ZipFile(empty, "w").close()
     with pytest.raises(ValueError, match="no tests"):
         read_questions(empty)
+
+
+def test_the_tamper_marker_is_the_same_on_both_sides() -> None:
+    gs = runpy.run_path(str(ROOT / "assignments" / "grading_support.py"))
+    assert gs["TAMPER_MARKER"] == TAMPER_MARKER
+
+
+def _master(name: str) -> tuple[str, dict[str, str]]:
+    """A master notebook's solution code, and its test cells by test function name."""
+    code, tests, in_tests = [], {}, False
+    for cell in json.loads((ROOT / "assignments" / f"{name}.ipynb").read_text("utf-8"))["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "raw":
+            in_tests = {"# BEGIN TESTS": True, "# END TESTS": False}.get(source.strip(), in_tests)
+        elif cell["cell_type"] == "code" and in_tests:
+            tests[source.split("def ", 1)[1].split("(", 1)[0]] = source
+        elif cell["cell_type"] == "code":
+            code += [line for line in source.splitlines() if "SOLUTION" not in line]
+    return "\n".join(code), tests
+
+
+#: (master, hidden test, an answer that breaks a stated requirement the test must catch)
+WRONG_ANSWERS = [
+    # recomputing the ReLU from the hook's input: ReLU6 no longer clips at 6
+    (
+        "a1_guided_backprop",
+        "test_q2_fire_relu6_inplace",
+        """
+@contextmanager
+def guided_relus(model):
+    handles = [m.register_forward_hook(lambda mod, inp, out: GuidedReLUFn.apply(inp[0]))
+               for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
+    try:
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+""",
+    ),
+    # the reference reached through another course_utils module that wraps it
+    (
+        "a1_guided_backprop",
+        "test_q3_matches_reference_random",
+        """
+from course_utils.checks.gradients import input_gradient
+
+def guided_backprop(model, images, labels=None):
+    relus = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
+    if labels is None:
+        labels = model.eval()(images).argmax(1)
+    return input_gradient(model, images, torch.as_tensor(labels), guided=relus)
+""",
+    ),
+    # no eval mode (Dropout changes the gradient) / no clone (an in-place ReLU overwrites A)
+    *[
+        (
+            "a2_grad_cam",
+            "test_q2_matches_reference",
+            f"""
+def activation_and_gradient(model, images, labels, layer):
+    recorded = {{}}
+    def keep(mod, inputs, output):
+        recorded["A"] = output
+        return {"output.clone()" if mistake == "eval" else "None"}
+    flags = [(m, m.training) for m in model.modules()]
+    handle = model.get_submodule(layer).register_forward_hook(keep)
+    try:
+        {"" if mistake == "eval" else "model.eval()"}
+        picked = select_scores(model(images.clone()), labels)
+        (grad,) = torch.autograd.grad(picked.sum(), recorded["A"])
+    finally:
+        handle.remove()
+        for m, flag in flags:
+            m.training = flag
+    return recorded["A"].detach(), grad
+""",
+        )
+        for mistake in ("eval", "clone")
+    ],
+]
+
+
+@pytest.mark.parametrize(
+    ("master", "test", "answer"),
+    WRONG_ANSWERS,
+    ids=["relu6-unclipped", "reference-via-checks", "no-eval-mode", "no-clone"],
+)
+def test_hidden_tests_fail_wrong_answers(
+    master: str, test: str, answer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run in this process (no otter): the solution passes the hidden test, the answer fails."""
+    solution, tests = _master(master)
+    monkeypatch.chdir(ROOT / "assignments")  # the tests load grading_support.py from there
+    namespace = {"__name__": "__main__"}
+    exec(compile(solution, "<solution>", "exec"), namespace)
+    exec(compile(tests[test], "<test>", "exec"), dict(namespace))
+    exec(compile(answer, "<student>", "exec"), namespace)
+    with pytest.raises(AssertionError):
+        exec(compile(tests[test], "<test>", "exec"), dict(namespace))
