@@ -80,9 +80,7 @@ def _clamp_negative(grad: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def guided_relus(
-    model: nn.Module, only: Iterable[nn.Module] | None = None
-) -> Iterator[list[str]]:
+def guided_relus(model: nn.Module, only: Iterable[nn.Module] | None = None) -> Iterator[list[str]]:
     """Route every ReLU/ReLU6 module of ``model`` through :class:`GuidedReLU` inside a block.
 
     Unlike writing ``GuidedReLU.apply`` into ``model._modules`` (which leaves a function where
