@@ -27,6 +27,10 @@ __all__ = ["GradCam", "grad_cam", "guided_grad_cam", "layer_activation_and_gradi
 Layer = nn.Module | str
 
 
+class FlatMapWarning(UserWarning):
+    """Every image's Grad-CAM map is constant at the layer: the result is all zeros."""
+
+
 def layer_activation_and_gradient(
     model: nn.Module, images: torch.Tensor, labels: LabelsLike | None = None, *, layer: Layer
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from course_utils import GradCam, grad_cam, guided_backprop, guided_grad_cam
+from course_utils import GradCam, GuidedReLU, grad_cam, guided_backprop, guided_grad_cam
+from course_utils.cam import FlatMapWarning
 
 METHODS: dict[str, Callable[..., Any]] = {
     "grad_cam": lambda m, x, y, layer: grad_cam(m, x, y, layer=layer),
@@ -168,8 +170,53 @@ def test_a_constant_map_is_zeros_not_nan() -> None:
     with torch.no_grad():
         net[0].weight.zero_()
         net[0].bias.fill_(-1.0)
-    cam = grad_cam(net, torch.randn(2, 3, 5, 7), [0, 1], layer="1")
+    with pytest.warns(FlatMapWarning, match="'1'.*every image"):
+        cam = grad_cam(net, torch.randn(2, 3, 5, 7), [0, 1], layer="1")
     assert torch.equal(cam, torch.zeros(2, 5, 7))
+
+
+def test_a_one_by_one_layer_gives_exact_zeros_and_a_warning(
+    resnet: nn.Module, images: torch.Tensor
+) -> None:
+    # avgpool is 1x1: the map is one number per image, spread by bilinear upsampling. Its
+    # 1-ulp wiggles must not be stretched to [0, 1] noise.
+    with pytest.warns(FlatMapWarning, match=r"'avgpool'.*1x1"):
+        cam = grad_cam(resnet, images, [1, 2, 3], layer="avgpool")
+    assert torch.equal(cam, torch.zeros_like(cam))
+
+
+def test_a_tiny_input_at_the_last_block_gives_exact_zeros(resnet: nn.Module) -> None:
+    tiny = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    tiny = tiny.to(next(resnet.parameters()).device)
+    with pytest.warns(FlatMapWarning, match="layer4"):
+        cam = grad_cam(resnet, tiny, [5, 6], layer="layer4")  # 32 / 32: layer4 is 1x1
+    assert torch.equal(cam, torch.zeros_like(cam))
+
+
+def test_squeezenets_classifier_layer_is_not_silently_zero(
+    squeezenet: nn.Module, images: torch.Tensor
+) -> None:
+    with pytest.warns(FlatMapWarning, match="'classifier'"):
+        grad_cam(squeezenet, images, [1, 2, 3], layer="classifier")
+
+
+def test_a_map_with_contrast_gives_no_warning(squeezenet: nn.Module, images: torch.Tensor) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FlatMapWarning)
+        cam = grad_cam(squeezenet, images, [1, 2, 3], layer="features.12")
+    assert (cam.flatten(1).amax(1) == 1).all()
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_zero_dimensional_label_tensors_mean_one_class_for_all(
+    method: str, squeezenet: nn.Module, images: torch.Tensor
+) -> None:
+    as_int = _as_tensor(METHODS[method](squeezenet, images, 4, "features.12"))
+    as_tensor = _as_tensor(METHODS[method](squeezenet, images, torch.tensor(4), "features.12"))
+    as_numpy = _as_tensor(METHODS[method](squeezenet, images, np.array(4), "features.12"))
+    assert torch.equal(as_tensor, as_int) and torch.equal(as_numpy, as_int)
 
 
 BAD_CALLS = [
@@ -236,6 +283,24 @@ BAD_CALLS = [
         "float64",
     ),
     (
+        "channels last",
+        lambda m, x: grad_cam(m, x.permute(0, 2, 3, 1), layer="features.12"),
+        ValueError,
+        r"channels-last.*permute\(0, 3, 1, 2\)",
+    ),
+    (
+        "one channel",
+        lambda m, x: guided_backprop(m, x[:, :1]),
+        ValueError,
+        r"'features.0' expects 3 input channels.*1",
+    ),
+    (
+        "four channels",
+        lambda m, x: guided_grad_cam(m, torch.cat([x, x[:, :1]], 1), layer="features.12"),
+        ValueError,
+        "expects 3 input channels.*4",
+    ),
+    (
         "model not module",
         lambda m, x: grad_cam(lambda t: t, x, layer="features.12"),
         TypeError,
@@ -271,3 +336,91 @@ def test_works_inside_no_grad_and_inference_mode(
     with context():
         inside = _as_tensor(METHODS[method](squeezenet, images, [2, 3, 4], "features.12"))
     assert torch.equal(inside, expected)
+
+
+@pytest.mark.parametrize("method", list(METHODS)[:3])
+def test_tensor_kinds_are_the_same_inside_inference_mode(
+    method: str, squeezenet: nn.Module, images: torch.Tensor
+) -> None:
+    with torch.inference_mode():
+        out = METHODS[method](squeezenet, images, [2, 3, 4], "features.12")
+    assert not out.is_inference(), "an inference tensor cannot be used by autograd later"
+    assert not out.requires_grad
+
+
+# ---------------------------------------------------------------------------------------------
+# Guided backprop never degrades silently to the plain gradient
+# ---------------------------------------------------------------------------------------------
+
+
+class _CallsFunctionalRelu(nn.Module):
+    """Owns an nn.ReLU module, but its forward calls F.relu: a module hook would never fire."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.relu = nn.ReLU()  # registered, never called
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_functional_relu_calls_are_guided_too() -> None:
+    net = _CallsFunctionalRelu()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([1, 4])
+    ours = guided_backprop(net, x, labels)
+
+    leaf = x.clone().requires_grad_(True)
+    scores = net.fc(GuidedReLU.apply(net.conv(leaf)).mean(dim=(2, 3)))
+    (expected,) = torch.autograd.grad(scores[torch.arange(2), labels].sum(), leaf)
+    (plain,) = torch.autograd.grad(net(leaf)[torch.arange(2), labels].sum(), leaf)
+    assert torch.allclose(ours, expected, atol=1e-7)
+    assert not torch.allclose(ours, plain, atol=1e-4), "the guided rule made no difference"
+
+
+@pytest.mark.parametrize(
+    ("activation", "name"), [(nn.Hardswish(), "hardswish"), (nn.LeakyReLU(), "leaky_relu")]
+)
+def test_activations_without_a_guided_rule_are_refused_by_name(
+    activation: nn.Module, name: str
+) -> None:
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), activation, nn.Flatten(), nn.LazyLinear(3)
+    )
+    x = torch.randn(1, 3, 8, 8)
+    net(x)  # materialise the lazy layer
+    with pytest.raises(ValueError, match=rf"{name} \(1 call\).*no guided rule"):
+        guided_backprop(net, x, [0])
+    assert all(not m._forward_hooks for m in net.modules())
+
+
+@pytest.mark.parametrize(
+    ("activation", "name"), [(nn.SiLU(), "silu"), (nn.GELU(), "gelu"), (nn.Tanh(), "tanh")]
+)
+def test_a_model_without_any_relu_is_refused_naming_its_activations(
+    activation: nn.Module, name: str
+) -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), activation, nn.Flatten(), nn.Linear(4 * 36, 3))
+    with pytest.raises(ValueError, match=rf"runs no ReLU.*{name} \(1 call\)") as info:
+        guided_backprop(net, torch.randn(1, 3, 8, 8), [0])
+    assert "F.relu" not in str(info.value)
+
+
+def test_a_relu_off_the_scores_path_does_not_count_as_guidance() -> None:
+    class SideBranch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.relu = nn.ReLU()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            features = self.conv(x)
+            self.relu(features)  # computed, then thrown away
+            return self.fc(features.mean(dim=(2, 3)))
+
+    with pytest.raises(ValueError, match="no ReLU lies between the input and the scores"):
+        guided_backprop(SideBranch(), torch.randn(1, 3, 8, 8), [0])

@@ -215,6 +215,20 @@ def test_squeezenet_uses_the_cache_and_downloads_only_when_allowed(offline_cache
     assert load_model("squeezenet1_1").name == "squeezenet1_1"
 
 
+def test_a_failed_download_is_a_weights_error(offline_cache, monkeypatch):
+    from urllib.error import URLError
+
+    def offline(url, dst, progress=True):
+        with open(dst, "wb") as partial:
+            partial.write(b"\x00" * 10)  # a download cut short
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(WeightsError, match="could not download.*URLError.*name resolution"):
+        load_model("squeezenet1_1", allow_download=True)
+    assert not offline_cache.exists(), "a partial download must not stay in the cache"
+
+
 def test_squeezenet_random_weights_run_offline(offline_cache):
     bundle = load_model("squeezenet1_1", weights=None)
     assert bundle.target_layer == "features.12" and len(bundle.class_names) == 1000

@@ -177,3 +177,14 @@ def test_normalisation_is_per_image_and_never_nan() -> None:
     for bad in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises(ValueError, match="NaN or inf"):
             normalize_per_image(torch.tensor([[0.0, 1.0], [bad, 1.0]]))
+
+
+@pytest.mark.parametrize("value", [0.0, 1e-3, 7.3, 12345.678])
+def test_an_upsampled_constant_map_normalises_to_exact_zeros(value: float) -> None:
+    # Bilinear upsampling of a constant adds rounding wiggles of about one ulp; they carry no
+    # information and must not be stretched to the full [0, 1] range.
+    up = upsample(torch.full((2, 1, 1), value), (37, 53))
+    out = normalize_per_image(up)
+    assert torch.equal(out, torch.zeros_like(out))
+    small_contrast = torch.tensor([[value, value * (1 + 1e-4) + 1e-4]])
+    assert torch.equal(normalize_per_image(small_contrast), torch.tensor([[0.0, 1.0]]))

@@ -39,8 +39,11 @@ def test_any_integer_labels(labels: object) -> None:
     assert torch.equal(as_labels(labels, 2, 3), torch.tensor([1, 2]))
 
 
-def test_one_int_means_every_image() -> None:
-    assert torch.equal(as_labels(2, 3, 5), torch.tensor([2, 2, 2]))
+@pytest.mark.parametrize(
+    "label", [2, np.int32(2), torch.tensor(2), torch.tensor(2, dtype=torch.uint8), np.array(2)]
+)
+def test_one_int_means_every_image(label: object) -> None:
+    assert torch.equal(as_labels(label, 3, 5), torch.tensor([2, 2, 2]))
 
 
 @pytest.mark.parametrize(
@@ -50,6 +53,8 @@ def test_one_int_means_every_image() -> None:
         (np.array([1.0, 2.0]), TypeError, "integer dtype"),
         ([1.0, 2], TypeError, "list of ints"),
         (torch.tensor([True, False]), TypeError, "integer dtype"),
+        (torch.tensor(1.0), TypeError, "integer dtype"),
+        (np.array(1.0), TypeError, "integer dtype"),
         (True, TypeError, "bool"),
         ("cat", TypeError, "got str"),
         ([1, 2, 0], ValueError, "3 labels for a batch of 2"),
