@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -33,9 +35,36 @@ def check_images(images: Any) -> None:
 
 
 def check_model(model: Any, images: torch.Tensor) -> None:
-    """Raise if ``model`` is not a module or lives on another device/dtype than ``images``."""
+    """Raise if ``model`` cannot take ``images``: device, dtype, or channels its stem expects.
+
+    The channel check reads the first registered ``nn.Conv2d`` (the stem of every torchvision
+    CNN, the patch embedding of a ViT), so the commonest slip — a channels-last ``(N, H, W, 3)``
+    batch, or a greyscale/RGBA one — is named before the model runs instead of surfacing as
+    torch's convolution error from deep inside it.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    stem = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if stem is not None and images.shape[1] != stem[1].in_channels:
+        name, expected = stem[0], stem[1].in_channels
+        if images.shape[-1] == expected:
+            raise ValueError(
+                f"images of shape {tuple(images.shape)} look channels-last (N, H, W, C), but "
+                f"the model's first convolution {name!r} wants (N, {expected}, H, W); use "
+                "images.permute(0, 3, 1, 2)"
+            )
+        hint = (
+            {
+                1: "; repeat greyscale with images.expand(-1, 3, -1, -1)",
+                4: "; drop alpha with images[:, :3]",
+            }.get(images.shape[1], "")
+            if expected == 3
+            else ""
+        )
+        raise ValueError(
+            f"the model's first convolution {name!r} expects {expected} input channels, but "
+            f"images have {images.shape[1]} (shape {tuple(images.shape)}){hint}"
+        )
     param = next(model.parameters(), None)
     if param is None:
         return
@@ -49,6 +78,18 @@ def check_model(model: Any, images: torch.Tensor) -> None:
             f"model weights are {param.dtype} but images are {images.dtype}; "
             f"use images.to({param.dtype})"
         )
+
+
+@contextmanager
+def gradients_on() -> Iterator[None]:
+    """Compute gradients even inside the caller's ``no_grad`` or ``inference_mode``.
+
+    Everything the public functions return is computed inside this block, so they return
+    ordinary tensors in every context (an inference tensor could not be used by autograd
+    later, and the kind would differ between functions).
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 def fresh_input(images: torch.Tensor, *, requires_grad: bool) -> torch.Tensor:

@@ -11,18 +11,26 @@ Each step is a named function of its stage module (:mod:`course_utils.hooks`,
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
 
-from ._validation import check_images, check_model, class_scores, fresh_input
+from ._validation import check_images, check_model, class_scores, fresh_input, gradients_on
 from .guided import guided_backprop
-from .hooks import LayerRecorder, evaluating
+from .hooks import LayerRecorder, evaluating, resolve_layer
 from .pooling import channel_weights, weighted_cam
 from .scores import LabelsLike, select_scores
 from .upsample import normalize_per_image, upsample
 
-__all__ = ["GradCam", "grad_cam", "guided_grad_cam", "layer_activation_and_gradient"]
+__all__ = [
+    "FlatMapWarning",
+    "GradCam",
+    "grad_cam",
+    "guided_grad_cam",
+    "layer_activation_and_gradient",
+]
 
 Layer = nn.Module | str
 
@@ -51,8 +59,7 @@ def layer_activation_and_gradient(
     with (
         evaluating(model),
         LayerRecorder(model, layer, record_gradient=False) as rec,
-        torch.inference_mode(False),  # gradients are needed even in the caller's
-        torch.enable_grad(),  # no_grad or inference mode
+        gradients_on(),
     ):
         x = fresh_input(images, requires_grad=False)
         scores = class_scores(model, x)
@@ -87,8 +94,14 @@ def grad_cam(
             ``"features.12"`` (SqueezeNet 1.1) or ``"layer4"`` (ResNet).
 
     Returns:
-        Tensor ``(N, H, W)`` with values in [0, 1] (all zeros where no feature supports the
-        class).
+        Tensor ``(N, H, W)`` with values in [0, 1]. A map that is constant at the layer's
+        resolution carries no location — no feature supports the class, or the layer is 1x1 —
+        and comes back as exact zeros.
+
+    Warns:
+        FlatMapWarning: when every image's map is constant (a 1x1 layer such as ``avgpool``,
+            an input so small that the layer shrinks to one pixel, a layer after the spatial
+            pooling, or a layer whose maps are identically zero).
 
     Example:
         >>> from torchvision.models import squeezenet1_1
@@ -97,8 +110,27 @@ def grad_cam(
         torch.Size([2, 64, 80])
     """
     activations, gradients = layer_activation_and_gradient(model, images, labels, layer=layer)
-    cam = weighted_cam(activations, channel_weights(gradients))
-    return normalize_per_image(upsample(cam, tuple(images.shape[-2:])))
+    with gradients_on():  # ordinary tensors, also under the caller's inference_mode
+        cam = weighted_cam(activations, channel_weights(gradients))
+        low, high = torch.aminmax(cam.flatten(1), dim=1)
+        if bool((low == high).all()):
+            _warn_flat(resolve_layer(model, layer)[0], tuple(cam.shape[1:]))
+        return normalize_per_image(upsample(cam, (images.shape[-2], images.shape[-1])))
+
+
+def _warn_flat(name: str, size: tuple[int, ...]) -> None:
+    height, width = size
+    why = (
+        "a 1x1 layer has no spatial detail: choose an earlier convolutional layer or a larger input"
+        if height * width == 1
+        else "no feature of this layer supports the classes asked for; try another layer"
+    )
+    warnings.warn(
+        f"Grad-CAM at layer {name!r} ({height}x{width}) is constant for every image, so every "
+        f"map is all zeros: {why}",
+        FlatMapWarning,
+        stacklevel=3,
+    )
 
 
 def guided_grad_cam(
@@ -119,7 +151,9 @@ def guided_grad_cam(
         torch.Size([1, 3, 64, 64])
     """
     cam = grad_cam(model, images, labels, layer=layer)
-    return guided_backprop(model, images, labels) * cam[:, None]
+    detail = guided_backprop(model, images, labels)
+    with gradients_on():
+        return detail * cam[:, None]
 
 
 class GradCam:

@@ -470,7 +470,14 @@ def _squeezenet_cache_file(allow_download: bool) -> Path:
         return path
     if allow_download:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(url, str(path), progress=True)
+        try:
+            torch.hub.download_url_to_file(url, str(path), progress=True)
+        except Exception as err:  # offline: URLError; a full disk: OSError; an HTTP error ...
+            path.unlink(missing_ok=True)
+            raise WeightsError(
+                f"could not download SqueezeNet 1.1's weights from {url} "
+                f"({type(err).__name__}: {err}); check the network, or save the file as {path}"
+            ) from err
         return path
     raise WeightsError(
         f"SqueezeNet 1.1's ImageNet weights are not in the torch cache ({path}), and the "

@@ -10,22 +10,53 @@ The forward pass of a ReLU is a mask: keep ``x`` where ``x > 0``. The three clas
 :class:`GuidedReLU` implements the last one as a :class:`torch.autograd.Function`, and
 :func:`guided_relus` gives every ``nn.ReLU``/``nn.ReLU6`` module of a model the same rule for
 the duration of a ``with`` block, then leaves the model exactly as it was.
+:class:`ActivationCalls` goes one step further for :func:`course_utils.guided_backprop`: it
+sees every activation the forward pass *runs* — modules and ``F.relu`` calls alike — guides the
+ReLUs among them and counts the rest, so that guided backprop never degrades silently.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["GuidedReLU", "guided_relus", "relu_modules"]
+__all__ = ["ActivationCalls", "GuidedReLU", "guided_relus", "relu_modules"]
 
 #: Module types whose backward pass :func:`guided_relus` rewrites.
 RELU_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+
+#: Activation functions the guided rule applies to (``hardtanh`` from 0, i.e. ReLU6, too).
+GUIDED_ACTIVATIONS = frozenset({"relu", "relu6"})
+#: Rectifier-like activations with no guided rule: a network mixing them with ReLUs would get
+#: a silent mix of guided and plain gradients, so :func:`course_utils.guided_backprop` refuses.
+UNGUIDED_ACTIVATIONS = frozenset(
+    {
+        "celu",
+        "elu",
+        "gelu",
+        "hardshrink",
+        "hardswish",
+        "hardtanh",
+        "leaky_relu",
+        "mish",
+        "prelu",
+        "rrelu",
+        "selu",
+        "silu",
+        "softplus",
+        "softshrink",
+        "threshold",
+    }
+)
+#: Saturating gates (attention, squeeze-and-excitation): named in messages, never refused.
+GATE_ACTIVATIONS = frozenset({"sigmoid", "hardsigmoid", "tanh"})
 
 
 class GuidedReLU(torch.autograd.Function):
@@ -65,6 +96,104 @@ class GuidedReLU(torch.autograd.Function):
         return torch.addcmul(
             grad_output.new_zeros(()), grad_output.clamp(min=0), positive.type_as(grad_output)
         )
+
+
+def _activation_name(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict) -> str | None:
+    """The activation a torch function call computes (``"relu"`` for ``F.relu``, ``relu_``...)."""
+    name = getattr(func, "__name__", "").strip("_")
+    if name == "hardtanh":  # nn.ReLU6 runs F.hardtanh(x, 0.0, 6.0)
+        low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+        return "relu6" if low == 0 else "hardtanh"
+    if name in GUIDED_ACTIVATIONS | UNGUIDED_ACTIVATIONS | GATE_ACTIVATIONS:
+        return name
+    return None
+
+
+class ActivationCalls(TorchFunctionMode):
+    """Count every activation function a forward pass runs; optionally guide the ReLUs.
+
+    A ``TorchFunctionMode`` sees each torch function call made while it is active, whether it
+    comes from an ``nn.ReLU`` module (which calls ``F.relu``), from ``F.relu`` or
+    ``torch.relu`` written into a ``forward``, from a ``Tensor.relu()`` method or an in-place
+    variant. With ``guide=True`` each ReLU/ReLU6 output gets the tensor hook of
+    :func:`guided_relus` (zero the negative incoming gradients), so functional calls are
+    guided exactly like modules, and :attr:`fired` counts the hooks that ran in the backward
+    pass — proof that guidance actually happened.
+
+    Attributes:
+        calls: activation name -> number of calls during the forward pass.
+        fired: number of guided hooks that ran in backward passes so far.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2), nn.SiLU())
+        >>> with ActivationCalls() as seen:
+        ...     _ = net(torch.ones(1, 2))
+        >>> dict(seen.calls)
+        {'relu': 1, 'silu': 1}
+    """
+
+    def __init__(self, *, guide: bool = False) -> None:
+        super().__init__()
+        self.guide = guide
+        self.calls: Counter[str] = Counter()
+        self.fired = 0
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Iterable[type],
+        args: tuple[Any, ...] = (),
+        kwargs: dict | None = None,
+    ) -> Any:
+        """Run ``func``, then count it (and hook its output) if it is an activation."""
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = _activation_name(func, args, kwargs)
+        if name is not None:
+            self.calls[name] += 1
+            if (
+                self.guide
+                and name in GUIDED_ACTIVATIONS
+                and isinstance(out, torch.Tensor)
+                and out.requires_grad
+            ):
+                out.register_hook(self._clamp_and_count)
+        return out
+
+    def _clamp_and_count(self, grad: torch.Tensor) -> torch.Tensor:
+        self.fired += 1
+        return _clamp_negative(grad)
+
+    def described(self, names: Iterable[str]) -> str:
+        """``"silu (49 calls), sigmoid (16 calls)"`` for the given activation names."""
+        return ", ".join(
+            f"{name} ({n} call{'s' if n > 1 else ''})"
+            for name, n in self.calls.most_common()
+            if name in set(names)
+        )
+
+    def refuse_unguidable(self, model: nn.Module) -> None:
+        """Raise unless the forward pass ran ReLUs and no activation without a guided rule.
+
+        Raises:
+            ValueError: the pass ran no ReLU/ReLU6 (the message names the activations it
+                ran), or it ran rectifier-like activations the guided rule does not cover.
+        """
+        kind = type(model).__name__
+        if not any(self.calls[name] for name in GUIDED_ACTIVATIONS):
+            found = self.described(UNGUIDED_ACTIVATIONS | GATE_ACTIVATIONS) or "none at all"
+            raise ValueError(
+                f"{kind} runs no ReLU or ReLU6 in its forward pass (activations it runs: "
+                f"{found}), so guided backprop has no rule to apply; it is defined for ReLU "
+                "networks. Grad-CAM works on any CNN."
+            )
+        unguided = self.described(UNGUIDED_ACTIVATIONS)
+        if unguided:
+            raise ValueError(
+                f"{kind} runs {unguided} besides its ReLUs; these activations have no guided "
+                "rule, so the result would silently mix guided and plain gradients. Guided "
+                "backprop is defined for ReLU networks; Grad-CAM works on any CNN."
+            )
 
 
 def relu_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -25,7 +25,8 @@ def as_labels(
 
     Args:
         labels: one integer class per image (tensor or array of any integer dtype, or a list
-            of ints), or a single ``int`` meaning "this class for every image".
+            of ints), or a single integer — an ``int``, a numpy integer, a 0-d tensor or
+            array — meaning "this class for every image".
         batch_size: ``N``, the number of images the labels must match.
         num_classes: ``K``; every label must lie in ``[0, K)``.
         device: where the returned tensor lives (the scores' device).
@@ -63,6 +64,8 @@ def as_labels(
             f"got {type(labels).__name__}"
         )
 
+    if labels.dim() == 0:  # a 0-d tensor or array: one class for every image
+        labels = labels.expand(batch_size)
     if labels.dim() != 1:
         raise ValueError(
             f"labels must be 1-D with one class per image, got shape {tuple(labels.shape)}"
