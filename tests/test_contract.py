@@ -388,7 +388,12 @@ def test_activations_without_a_guided_rule_are_refused_by_name(
     activation: nn.Module, name: str
 ) -> None:
     net = nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), activation, nn.Flatten(), nn.LazyLinear(3)
+        nn.Conv2d(3, 4, 3),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3),
+        activation,
+        nn.Flatten(),
+        nn.LazyLinear(3),
     )
     x = torch.randn(1, 3, 8, 8)
     net(x)  # materialise the lazy layer

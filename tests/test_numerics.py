@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from references import grad_cam_reference
 from torch import nn
 
 from course_utils import (
@@ -67,30 +68,6 @@ def test_guided_backprop_by_hand(tiny: tuple[nn.Module, torch.Tensor], device: s
     )
 
 
-def _independent_grad_cam(
-    model: nn.Module, x: torch.Tensor, labels: torch.Tensor, layer: nn.Module
-) -> torch.Tensor:
-    """Grad-CAM written out with a plain forward hook and torch.autograd.grad."""
-    store = {}
-
-    def keep(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        store["A"] = output
-        return output.clone()
-
-    handle = layer.register_forward_hook(keep)
-    try:
-        scores = model.eval()(x)
-        target = scores[torch.arange(len(x)), labels].sum()
-        (dA,) = torch.autograd.grad(target, store["A"])
-    finally:
-        handle.remove()
-    cam = F.relu((dA.mean(dim=(2, 3), keepdim=True) * store["A"]).sum(1))
-    cam = F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    lo = cam.flatten(1).min(1).values[:, None, None]
-    hi = cam.flatten(1).max(1).values[:, None, None]
-    return ((cam - lo) / (hi - lo)).detach()
-
-
 class _GuidedRelu(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):  # noqa: ANN001, ANN205
@@ -130,7 +107,7 @@ def test_agrees_with_an_independent_computation(
     model = request.getfixturevalue(name)
     labels = torch.tensor([7, 0, 999], device=images.device)
     ours = grad_cam(model, images, labels, layer=layer)
-    theirs = _independent_grad_cam(model, images, labels, model.get_submodule(layer))
+    theirs = grad_cam_reference(model, images, labels, model.get_submodule(layer))
     assert torch.allclose(ours, theirs, atol=1e-5)
     ours = guided_backprop(model, images, labels)
     theirs = _independent_guided_backprop(model, images, labels)
