@@ -49,7 +49,10 @@ def layer_activation_and_gradient(
     same as the assignment's ``backward(torch.ones_like(scores))``.
 
     Args:
-        model, images, labels, layer: as in :func:`grad_cam`.
+        model: as in :func:`grad_cam`.
+        images: as in :func:`grad_cam`.
+        labels: as in :func:`grad_cam`.
+        layer: as in :func:`grad_cam`.
 
     Returns:
         ``(A, dA)``: the layer's output and ``∂y^c/∂A``, detached, both ``(N, C, h, w)``.

@@ -155,8 +155,8 @@ def _render(
     palette.append(colour.astype(np.float32))
     top[mask] = len(palette) - 1
 
-    palette = np.stack(palette, 1)  # (b, layers, 3)
-    painted = np.take_along_axis(palette, top.reshape(b, -1, 1), 1).reshape(img.shape)
+    colours = np.stack(palette, 1)  # (b, layers, 3)
+    painted = np.take_along_axis(colours, top.reshape(b, -1, 1), 1).reshape(img.shape)
     img = np.where((top > 0)[..., None], painted, img)
 
     if noise:
@@ -323,7 +323,7 @@ def photo_boxes(name: str) -> dict[str, Box]:
     boxes = _boxes()
     if name not in boxes:
         raise ValueError(f"photo {name!r} has no boxes; annotated photos: {sorted(boxes)}")
-    return {label: tuple(box) for label, box in boxes[name].items()}
+    return {label: (box[0], box[1], box[2], box[3]) for label, box in boxes[name].items()}
 
 
 def photo_box(name: str, label: str | None = None) -> Box:
@@ -336,18 +336,48 @@ def photo_box(name: str, label: str | None = None) -> Box:
     return boxes[label]
 
 
-def box_mask(name: str, label: str | None = None, *, size: tuple[int, int] | None = None):
+def scaled_box(name: str, label: str | None = None, *, size: tuple[int, int]) -> Box:
+    """The box of :func:`photo_box` scaled to an image of ``size = (H, W)`` pixels.
+
+    The photo models squash the whole photo to their input size, so a box maps by plain
+    scaling of each axis.
+
+    Args:
+        name: photo name, as in :func:`photo_box`.
+        label: object name, as in :func:`photo_box` (``None``: the main object).
+        size: ``(H, W)`` of the image the box is wanted in — height first, as in
+            ``images.shape[-2:]``.
+
+    Example:
+        >>> scaled_box("dog", "truck", size=(224, 224))
+        (136, 29, 197, 66)
+    """
+    height, width = size
+    photo_w, photo_h = load_photo(name).size
+    left, top, right, bottom = photo_box(name, label)
+    sx, sy = width / photo_w, height / photo_h
+    return round(left * sx), round(top * sy), round(right * sx), round(bottom * sy)
+
+
+def box_mask(
+    name: str, label: str | None = None, *, size: tuple[int, int] | None = None
+) -> np.ndarray:
     """The box of :func:`photo_box` as a bool ``(H, W)`` mask, for localisation scores.
 
     Args:
-        name, label: as in :func:`photo_box`.
-        size: ``(width, height)`` to scale the box to (e.g. a model's 224x224 input, since the
-            photo models resize the whole photo); default the photo's own size.
+        name: photo name, as in :func:`photo_box`.
+        label: object name, as in :func:`photo_box` (``None``: the main object).
+        size: ``(H, W)`` to scale the box to (e.g. a model's 224x224 input, since the photo
+            models resize the whole photo); default the photo's own size.
+
+    Example:
+        >>> box_mask("dog", "truck", size=(100, 300)).shape
+        (100, 300)
     """
-    photo_w, photo_h = load_photo(name).size
-    width, height = size or (photo_w, photo_h)
-    left, top, right, bottom = photo_box(name, label)
-    sx, sy = width / photo_w, height / photo_h
-    mask = np.zeros((height, width), bool)
-    mask[round(top * sy) : round(bottom * sy), round(left * sx) : round(right * sx)] = True
+    if size is None:
+        photo_w, photo_h = load_photo(name).size
+        size = (photo_h, photo_w)
+    left, top, right, bottom = scaled_box(name, label, size=size)
+    mask = np.zeros(size, bool)
+    mask[top:bottom, left:right] = True
     return mask

@@ -32,8 +32,8 @@ Example:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -107,11 +107,11 @@ def _masks(masks: Any, maps: torch.Tensor) -> torch.Tensor:
 
 
 def saliency_magnitude(saliency: Any, reduce: str = "sum") -> torch.Tensor:
-    """Turn per-channel gradients ``(N, C, H, W)`` into one non-negative map ``(N, H, W)``.
+    r"""Turn per-channel gradients ``(N, C, H, W)`` into one non-negative map ``(N, H, W)``.
 
     A gradient's sign says in which direction a pixel should change, not whether it matters,
-    so the magnitude is taken first: ``reduce="sum"`` gives :math:`\\sum_c |g_c|` (what the
-    energy metric measures), ``reduce="max"`` gives :math:`\\max_c |g_c|` (Simonyan et al.).
+    so the magnitude is taken first: ``reduce="sum"`` gives :math:`\sum_c |g_c|` (what the
+    energy metric measures), ``reduce="max"`` gives :math:`\max_c |g_c|` (Simonyan et al.).
 
     Example:
         >>> saliency_magnitude(torch.tensor([[[[1.0]], [[-2.0]]]]))
@@ -173,7 +173,7 @@ def pointing_game(maps: Any, masks: Any, *, tolerance: float = 0) -> torch.Tenso
 
 
 def energy_in_mask(maps: Any, masks: Any) -> torch.Tensor:
-    """Fraction of each map's mass that lies on the object, :math:`\\sum_M S / \\sum S`.
+    r"""Fraction of each map's mass that lies on the object, :math:`\sum_M S / \sum S`.
 
     A uniform map scores the object's area fraction — the baseline to beat; a map entirely on
     the object scores 1.
@@ -406,7 +406,8 @@ def spearman(a: Any, b: Any) -> torch.Tensor:
     differently normalised maps that order the pixels alike score 1.
 
     Args:
-        a, b: ``(N, H, W)`` maps of the same shape (or ``(N, ...)``; each image is flattened).
+        a: ``(N, H, W)`` maps (or ``(N, ...)``; each image is flattened).
+        b: maps of the same shape as ``a``.
 
     Returns:
         Float tensor ``(N,)`` in [-1, 1]; NaN where either map is constant (no ordering to
@@ -502,5 +503,6 @@ def cascading_randomization(
         with torch.random.fork_rng(), torch.no_grad():
             torch.manual_seed(step_seed)
             for _, module in reversed(_reinitializable(clone.get_submodule(name))):
-                module.reset_parameters()
+                # nn.Module's __getattr__ is typed Tensor | Module; the filter checked the method.
+                cast(Callable[[], None], module.reset_parameters)()
         yield name, clone

@@ -21,13 +21,13 @@ from torch.autograd import Function as TorchFunc
 
 class CustomReLU(TorchFunc):
     @staticmethod
-    def forward(self, x):  # noqa: ANN001, ANN205
+    def forward(self, x):
         output = torch.addcmul(torch.zeros(x.size()), x, (x > 0).type_as(x))
         self.save_for_backward(x, output)
         return output
 
     @staticmethod
-    def backward(self, dout):  # noqa: ANN001, ANN205
+    def backward(self, dout):
         x, output = self.saved_tensors
         grad_input = torch.zeros_like(dout)
         mask = (x > 0) & (dout > 0)
@@ -38,7 +38,7 @@ class CustomReLU(TorchFunc):
 class OriginalGradCam:
     """The assignment's ``GradCam`` (renamed so it cannot be mistaken for ours)."""
 
-    def guided_backprop(self, X_tensor, y_tensor, gc_model):  # noqa: ANN001, ANN201, N803
+    def guided_backprop(self, X_tensor, y_tensor, gc_model):
         for param in gc_model.parameters():
             param.requires_grad = True
         for idx, module in gc_model.features._modules.items():
@@ -56,15 +56,15 @@ class OriginalGradCam:
         guided_gradients = X_tensor.grad.cpu().data.numpy()
         return np.transpose(guided_gradients, (0, 2, 3, 1))
 
-    def grad_cam(self, X_tensor, y_tensor, gc_model):  # noqa: ANN001, ANN201, N803
+    def grad_cam(self, X_tensor, y_tensor, gc_model):
         conv_module = gc_model.features[12]
         self.gradient_value = None
         self.activation_value = None
 
-        def gradient_hook(a, b, gradient):  # noqa: ANN001, ANN202
+        def gradient_hook(a, b, gradient):
             self.gradient_value = gradient[0]
 
-        def activation_hook(a, b, activation):  # noqa: ANN001, ANN202
+        def activation_hook(a, b, activation):
             self.activation_value = activation
 
         conv_module.register_forward_hook(activation_hook)

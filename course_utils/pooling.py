@@ -22,7 +22,7 @@ def _feature_maps(name: str, t: torch.Tensor) -> None:
 
 
 def channel_weights(gradients: torch.Tensor) -> torch.Tensor:
-    """Global-average-pool the gradients: one weight :math:`\\alpha_k` per image and channel.
+    r"""Global-average-pool the gradients: one weight :math:`\alpha_k` per image and channel.
 
     Args:
         gradients: ``∂y/∂A`` of shape ``(N, C, h, w)``.

@@ -86,12 +86,14 @@ class GuidedReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        """ReLU as ``addcmul(0, x, 1[x > 0])``; keeps the mask for the backward pass."""
         positive = x > 0  # kept as bool: a quarter of the memory of a float mask
         ctx.save_for_backward(positive)
         return torch.addcmul(x.new_zeros(()), x, positive.type_as(x))
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> torch.Tensor:
+        """The guided rule: pass ``g`` where both ``x > 0`` and ``g > 0``."""
         (positive,) = ctx.saved_tensors
         return torch.addcmul(
             grad_output.new_zeros(()), grad_output.clamp(min=0), positive.type_as(grad_output)

@@ -71,6 +71,7 @@ def save(model: ShapesNet, path: Path, meta: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line: train with the given budget, print the validation accuracy, save."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="optimiser steps (the budget)")
     parser.add_argument("--batch-size", type=int, default=64)

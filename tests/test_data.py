@@ -18,6 +18,7 @@ from course_utils.data import (
     make_shapes,
     photo_box,
     photo_boxes,
+    scaled_box,
     to_rgb,
 )
 
@@ -152,6 +153,16 @@ def test_box_mask_scales_with_the_model_input():
     assert scaled.shape == (224, 224) and scaled[:, :112].sum() == 0  # the truck is on the right
 
 
+def test_box_sizes_are_height_first_like_the_rest_of_the_package():
+    photo_w, photo_h = load_photo("dog").size
+    left, top, right, bottom = photo_box("dog", "truck")
+    # Twice the photo's height, the same width: only the rows scale.
+    size = (2 * photo_h, photo_w)
+    assert scaled_box("dog", "truck", size=size) == (left, 2 * top, right, 2 * bottom)
+    mask = box_mask("dog", "truck", size=size)
+    assert mask.shape == size and mask.sum() == (right - left) * 2 * (bottom - top)
+
+
 def test_bad_box_requests():
     with pytest.raises(ValueError, match="annotated photos"):
         photo_boxes("chelsea")
@@ -167,3 +178,14 @@ def test_photos_load_without_heavy_packages():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_every_bundled_photo_has_its_source_and_licence_written_down():
+    from importlib import resources
+
+    folder = resources.files("course_utils") / "assets" / "photos"
+    attribution = (folder / "ATTRIBUTION.md").read_text()
+    licence = (folder / "LICENSE").read_text()
+    for name in list_photos():
+        assert f"`{name}.jpg`" in attribution, name
+        assert f"{name}.jpg" in licence, name

@@ -371,7 +371,7 @@ def test_cascade_with_explicit_layers_and_errors():
         list(cascading_randomization(net, layers="0"))
     with pytest.raises(ValueError, match="no layers"):
         list(cascading_randomization(nn.ReLU()))
-    with pytest.raises(TypeError, match="nn.Module"):
+    with pytest.raises(TypeError, match=r"nn\.Module"):
         list(cascading_randomization("net"))
 
 

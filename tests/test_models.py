@@ -14,7 +14,14 @@ from torch import nn
 from course_utils import grad_cam
 from course_utils.data import SHAPE_CLASSES, box_mask, list_photos, load_photo, make_shapes
 from course_utils.metrics import pointing_game
-from course_utils.models import MODEL_NAMES, SHAPES_FORMAT, WeightsError, load_model
+from course_utils.models import (
+    MODEL_NAMES,
+    SHAPES_FORMAT,
+    SPECS,
+    ShapesNet,
+    WeightsError,
+    load_model,
+)
 from course_utils.train_shapes import accuracy
 
 DOG_CLASSES = range(151, 269)  # ImageNet's dog breeds are outputs 151..268
@@ -174,7 +181,7 @@ def test_shapes_preprocess_batch_round_trip(shapes):
 
 
 def test_unknown_model_lists_the_valid_names():
-    with pytest.raises(ValueError, match="efficientnet_lite0.*squeezenet1_1.*shapes"):
+    with pytest.raises(ValueError, match=r"efficientnet_lite0.*squeezenet1_1.*shapes"):
         load_model("resnet50")
     with pytest.raises(TypeError, match="weights"):
         load_model("shapes", weights=3)
@@ -224,7 +231,7 @@ def test_a_failed_download_is_a_weights_error(offline_cache, monkeypatch):
         raise URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(WeightsError, match="could not download.*URLError.*name resolution"):
+    with pytest.raises(WeightsError, match=r"could not download.*URLError.*name resolution"):
         load_model("squeezenet1_1", allow_download=True)
     assert not offline_cache.exists(), "a partial download must not stay in the cache"
 
@@ -267,3 +274,48 @@ def test_wrong_weights_file(tmp_path):
         load_model("shapes", weights=shapes)
     with pytest.raises(WeightsError, match="not found"):
         load_model("shapes", weights=tmp_path / "absent.pt")
+
+
+def test_predict_lists_the_most_likely_classes_best_first(shapes):
+    batch = make_shapes(3, 77)
+    for image, label in zip(batch.images, batch.labels, strict=True):
+        top = shapes.predict(image, top_k=3)
+        assert [len(t) for t in top] == [3, 3, 3]
+        probabilities = [p for _, _, p in top]
+        assert probabilities == sorted(probabilities, reverse=True) and probabilities[0] > 0.5
+        assert top[0][:2] == (int(label), SHAPE_CLASSES[label])
+    x = shapes.preprocess(batch.images[0])
+    assert shapes.predict(x, top_k=2) == shapes.predict(batch.images[0], top_k=2)
+    everything = shapes.predict(x, top_k=50)  # at most the number of classes
+    assert len(everything) == len(SHAPE_CLASSES)
+    assert sum(p for _, _, p in everything) == pytest.approx(1.0, abs=1e-5)
+    assert not shapes.model.training
+
+
+@pytest.mark.parametrize(
+    ("image", "top_k", "error", "match"),
+    [
+        (np.zeros((64, 64, 3), np.uint8), 0, ValueError, "top_k"),
+        (np.zeros((64, 64, 3), np.uint8), True, ValueError, "top_k"),
+        (torch.zeros(2, 3, 64, 64), 1, ValueError, r"\(C, H, W\)"),
+        ("coffee.jpg", 1, TypeError, "PIL image"),
+    ],
+)
+def test_predict_rejects_bad_input(shapes, image, top_k, error, match):
+    with pytest.raises(error, match=match):
+        shapes.predict(image, top_k=top_k)
+
+
+def test_the_spec_table_alone_drives_loading(monkeypatch):
+    """A new model is one row of SPECS: load_model has no branch on the name."""
+    row = SPECS["shapes"]._replace(
+        build=lambda: ShapesNet(num_classes=3),
+        target_layer="features.8",
+        class_names=lambda: ["a", "b", "c"],
+    )
+    monkeypatch.setitem(SPECS, "three_shapes", row)
+    bundle = load_model("three_shapes", weights=None)
+    assert bundle.name == "three_shapes" and bundle.target_layer == "features.8"
+    assert bundle.class_names == ["a", "b", "c"]
+    assert bundle.model.classifier[1].out_channels == 3
+    assert MODEL_NAMES == ("efficientnet_lite0", "squeezenet1_1", "shapes")

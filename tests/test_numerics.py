@@ -23,7 +23,7 @@ from course_utils import (
 
 @pytest.fixture
 def tiny(device: str) -> tuple[nn.Module, torch.Tensor]:
-    """conv 1x1 with weights [1, -1] -> ReLU -> mean -> linear V; input x = -4..4 on 3x3.
+    """Conv 1x1 with weights [1, -1] -> ReLU -> mean -> linear V; input x = -4..4 on 3x3.
 
     A_0 = relu(x), A_1 = relu(-x); score_c = sum_k V[c, k] * mean(A_k), so
     d score_c / d A_k = V[c, k] / 9 everywhere.
@@ -70,12 +70,12 @@ def test_guided_backprop_by_hand(tiny: tuple[nn.Module, torch.Tensor], device: s
 
 class _GuidedRelu(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x):  # noqa: ANN001, ANN205
+    def forward(ctx, x):
         ctx.save_for_backward(x)
         return x.clamp(min=0)
 
     @staticmethod
-    def backward(ctx, g):  # noqa: ANN001, ANN205
+    def backward(ctx, g):
         (x,) = ctx.saved_tensors
         return g * (x > 0) * (g > 0)
 

@@ -59,3 +59,13 @@ def test_readme_usage_example_runs() -> None:
     exec(compile(block.group(1), "README.md", "exec"), namespace)
     assert tuple(namespace["cam"].shape) == (2, 224, 300)
     assert tuple(namespace["saliency"].shape) == tuple(namespace["images"].shape)
+
+
+def test_the_version_is_written_once() -> None:
+    from importlib.metadata import version
+
+    import course_utils
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert version("course_utils") == course_utils.__version__

@@ -76,7 +76,7 @@ def test_finds_nested_relus_and_rejects_models_without_any() -> None:
     inner = nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU6(inplace=True))
     net = nn.Sequential(inner, nn.ReLU())
     assert [n for n, _ in relu_modules(net)] == ["0.1", "1"]
-    with pytest.raises(ValueError, match="no nn.ReLU"):
+    with pytest.raises(ValueError, match=r"no nn\.ReLU"):
         guided_relus(nn.Sequential(nn.Linear(2, 2))).__enter__()
 
 
