@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS := dev,instructor,compare
 
-.PHONY: lab test lint install course assignments bench clean
+.PHONY: lab test unit lint install course assignments bench clean
 
 # (Re)install whenever the project metadata changes; pip takes torch from the
 # machine's wheel cache or constraints when it has them.
@@ -17,11 +17,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Style, formatting and types: ruff's rules and formatter, then mypy on the package.
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test: $(STAMP) lint
 	$(PY) -m pytest
+
+# The quick loop while editing the package: its docstring examples and the unit tests, stop at
+# the first failure; no notebooks, no grading or course builds (make test runs everything).
+UNIT_SKIP := tests/test_grade.py tests/test_build_course.py
+unit: $(STAMP)
+	$(PY) -m pytest -q -x course_utils tests $(addprefix --ignore=,$(UNIT_SKIP))
 
 # Jupyter refuses to run as root unless told to (containers, CI boxes often are root).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
