@@ -3,7 +3,7 @@
 One file per stage of the course:
 
 ====================  =====================================================
-``relu``              GuidedReLU (addcmul + mask), :func:`guided_relus`
+``relu``              GuidedReLU (addcmul + mask), :func:`guided_relus`, ActivationCalls
 ``scores``            :func:`select_scores` (gather, shape ``(N,)``)
 ``hooks``             :class:`LayerRecorder`, :func:`resolve_layer`
 ``pooling``           :func:`channel_weights`, :func:`weighted_cam`
@@ -13,12 +13,17 @@ One file per stage of the course:
 ``models``            :func:`load_model` (offline EfficientNet-Lite0, SqueezeNet 1.1, shapes)
 ``data``              :func:`make_shapes` (shapes lab), bundled photos and their boxes
 ``metrics``           pointing game, energy in mask, box protocol, sanity checks
+``evaluation``        the three methods' maps, baselines, annotated photos (notebook 09)
+``train_shapes``      trains the shapes network (``python -m course_utils.train_shapes``)
+``original``          the assignment's original code, bugs included (a specimen)
 ``checks``            the notebooks' exercise checks (import from ``course_utils.checks``)
 ``viz``, ``explorer`` figures and the live-lecture explorer (import from their modules)
 ====================  =====================================================
+
+The version is written once, here, and read by the packaging metadata.
 """
 
-from .cam import GradCam, grad_cam, guided_grad_cam, layer_activation_and_gradient
+from .cam import FlatMapWarning, GradCam, grad_cam, guided_grad_cam, layer_activation_and_gradient
 from .data import (
     SHAPE_CLASSES,
     ShapesBatch,
@@ -28,6 +33,7 @@ from .data import (
     make_shapes,
     photo_box,
     photo_boxes,
+    scaled_box,
 )
 from .guided import guided_backprop
 from .hooks import LayerRecorder, evaluating, resolve_layer
@@ -41,7 +47,7 @@ from .metrics import (
 )
 from .models import MODEL_NAMES, ModelBundle, WeightsError, load_model
 from .pooling import channel_weights, weighted_cam
-from .relu import GuidedReLU, guided_relus, relu_modules
+from .relu import ActivationCalls, GuidedReLU, guided_relus, relu_modules
 from .scores import as_labels, select_scores
 from .upsample import normalize_per_image, upsample
 
@@ -50,6 +56,8 @@ __version__ = "0.1.0"
 __all__ = [
     "MODEL_NAMES",
     "SHAPE_CLASSES",
+    "ActivationCalls",
+    "FlatMapWarning",
     "GradCam",
     "GuidedReLU",
     "LayerRecorder",
@@ -79,6 +87,7 @@ __all__ = [
     "relu_modules",
     "resolve_layer",
     "saliency_magnitude",
+    "scaled_box",
     "select_scores",
     "spearman",
     "upsample",
