@@ -231,7 +231,8 @@ def guided_relus(model: nn.Module, only: Iterable[nn.Module] | None = None) -> I
     Args:
         model: network containing ``nn.ReLU``/``nn.ReLU6`` modules (at any depth, Fire
             modules and in-place ReLUs included). Activations called functionally
-            (``F.relu`` inside ``forward``) cannot be reached by hooks.
+            (``F.relu`` inside ``forward``) cannot be reached by module hooks;
+            :func:`course_utils.guided_backprop` reaches them with :class:`ActivationCalls`.
         only: make just these activation modules of ``model`` guided (default: all of them),
             e.g. to see what a guided backprop that misses the Fire modules' ReLUs produces.
 
