@@ -49,9 +49,9 @@ def normalize_per_image(maps: torch.Tensor) -> torch.Tensor:
 
     A map that is constant (e.g. all zero because no feature supports the class) has no
     contrast to stretch; it becomes all zeros instead of ``0 / 0 = NaN``. "Constant" allows a
-    contrast of up to 16 float epsilons of the map's magnitude (about 2e-6 in float32): that
-    is the rounding noise bilinear upsampling adds to a constant map, and stretching it to
-    [0, 1] would draw pure noise.
+    contrast of up to 8 float epsilons of the map's magnitude (about 1e-6 in float32): bilinear
+    upsampling adds rounding noise of up to about 3 epsilons to a constant map, and stretching
+    that to [0, 1] would draw pure noise.
 
     Args:
         maps: tensor ``(N, ...)``; every trailing dimension belongs to one image.
@@ -72,7 +72,7 @@ def normalize_per_image(maps: torch.Tensor) -> torch.Tensor:
     span = high - low
     if not torch.isfinite(span).all():
         raise ValueError("maps contain NaN or inf; check the model's output for this input")
-    rounding = 16 * torch.finfo(maps.dtype).eps * torch.maximum(low.abs(), high.abs())
+    rounding = 8 * torch.finfo(maps.dtype).eps * torch.maximum(low.abs(), high.abs())
     contrast = span > rounding
     # A flat map is multiplied by 0 (not divided by its ~0 span), which gives exact zeros.
     scale = torch.where(contrast, span, torch.ones_like(span))
