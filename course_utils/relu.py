@@ -57,6 +57,7 @@ UNGUIDED_ACTIVATIONS = frozenset(
 )
 #: Saturating gates (attention, squeeze-and-excitation): named in messages, never refused.
 GATE_ACTIVATIONS = frozenset({"sigmoid", "hardsigmoid", "tanh"})
+_ACTIVATIONS = GUIDED_ACTIVATIONS | UNGUIDED_ACTIVATIONS | GATE_ACTIVATIONS
 
 
 class GuidedReLU(torch.autograd.Function):
@@ -106,9 +107,7 @@ def _activation_name(func: Callable[..., Any], args: tuple[Any, ...], kwargs: di
     if name == "hardtanh":  # nn.ReLU6 runs F.hardtanh(x, 0.0, 6.0)
         low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
         return "relu6" if low == 0 else "hardtanh"
-    if name in GUIDED_ACTIVATIONS | UNGUIDED_ACTIVATIONS | GATE_ACTIVATIONS:
-        return name
-    return None
+    return name if name in _ACTIVATIONS else None
 
 
 class ActivationCalls(TorchFunctionMode):
@@ -168,10 +167,11 @@ class ActivationCalls(TorchFunctionMode):
 
     def described(self, names: Iterable[str]) -> str:
         """``"silu (49 calls), sigmoid (16 calls)"`` for the given activation names."""
+        wanted = set(names)
         return ", ".join(
             f"{name} ({n} call{'s' if n > 1 else ''})"
             for name, n in self.calls.most_common()
-            if name in set(names)
+            if name in wanted
         )
 
     def refuse_unguidable(self, model: nn.Module) -> None:
