@@ -105,6 +105,7 @@ def _gradient(
     target: str = "gather",
     use_eval: bool = True,
     copy: bool = True,
+    keep_param_grads: bool = False,
 ) -> torch.Tensor:
     """Input gradient of the class scores with one switchable mistake per keyword."""
     if use_eval:
@@ -125,6 +126,8 @@ def _gradient(
         scores[:, 0].sum().backward()
     elif target == "predicted":
         scores.max(dim=1).values.sum().backward()  # the labels are never read
+    if not keep_param_grads:
+        model.zero_grad(set_to_none=True)  # backward() also filled every param.grad
     return x.grad
 
 
@@ -477,6 +480,7 @@ def learner_grad_cam(
             chosen.backward(torch.ones_like(chosen))
         else:
             (scores * F.one_hot(labels, scores.shape[1]).sum(dim=0)).sum().backward()
+        model.zero_grad(set_to_none=True)
         if remove_hooks:
             for handle in handles:
                 handle.remove()
