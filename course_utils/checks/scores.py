@@ -41,7 +41,7 @@ def _select_once(
         out = call(fn, s, lab)
     except CheckFailed as exc:  # indexing out of range: the class index went to dim 0
         cause = exc.__cause__
-        if isinstance(cause, (IndexError, RuntimeError)) and s.shape[0] < s.shape[1]:
+        if exc.mistake.key == "crashed" and s.shape[0] < s.shape[1]:
             fail("gather_dim", f"{what}: {type(cause).__name__}: {cause}")
         raise
     out = as_tensor(out, "the selected scores")
