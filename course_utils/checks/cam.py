@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -42,73 +43,100 @@ LAYER = "features.12"
 OTHER_LAYERS = ("features.11", "features.10", "features.9", "features.7")
 
 
-def _activation_and_gradient(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, layer: str, target: Target
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A layer's activation and ``∂ target / ∂ activation``, leaving no trace on the model."""
-    store: list[torch.Tensor] = []
+def _activations_and_gradients(
+    model: nn.Module, images: torch.Tensor, layers: list[str], targets: list[Target]
+) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """``[target][layer] -> (activation, ∂ target / ∂ activation)`` from one forward pass.
 
-    def keep(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
-        store.append(output)
-        return output.clone()
+    Leaves no trace on the model: the hooks are removed and no ``.grad`` is written.
+    """
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    for name in layers:
 
-    handle = model.get_submodule(layer).register_forward_hook(keep)
+        def keep(module: nn.Module, inputs: Any, output: torch.Tensor, name: str = name) -> Any:
+            store[name] = output
+            return output.clone()
+
+        handles.append(model.get_submodule(name).register_forward_hook(keep))
     try:
         with evaluating(model), torch.enable_grad():
-            score = target(model(images.detach().clone()), labels)
-            (grad,) = torch.autograd.grad(score, store[0])
+            scores = model(images.detach().clone())
+            recorded = [store[name] for name in layers]
+            out = []
+            for target in targets:
+                grads = torch.autograd.grad(target(scores, LABELS), recorded, retain_graph=True)
+                out.append([(a.detach(), g) for a, g in zip(recorded, grads, strict=True)])
     finally:
-        handle.remove()
-    return store[0].detach(), grad
+        for handle in handles:
+            handle.remove()
+    return out
 
 
-def _wrong_maps(model: nn.Module, images: torch.Tensor) -> list[tuple[list[str], torch.Tensor]]:
-    """Every combination of the catalogue's Grad-CAM mistakes, with the maps it gives."""
+def _wrong_maps(model: nn.Module, images: torch.Tensor) -> Iterator[tuple[list[str], torch.Tensor]]:
+    """The maps of the catalogue's Grad-CAM mistakes, alone and in pairs, computed lazily.
+
+    Six choices make a Grad-CAM map: what is differentiated, the layer, the weights, where
+    the ReLU goes, the upsampling and the normalisation. Each wrong option is one mistake;
+    every combination of at most two wrong options is yielded with its keys.
+    """
     size = tuple(images.shape[-2:])
-    resizers = [(None, lambda m, s: upsample(m, s)), *UPSAMPLING_MISTAKES]
-    out = []
     targets: list[tuple[str | None, Target]] = [
         (None, lambda s, lab: select_scores(s, lab).sum()),
         *WRONG_TARGETS,
     ]
     layers = [(None, LAYER)] + [("wrong_layer", name) for name in OTHER_LAYERS]
-    for (target_key, target), (layer_key, layer) in itertools.product(targets, layers):
-        acts, grads = _activation_and_gradient(model, images, LABELS, layer, target)
-        weightings = [
-            (None, grads.mean(dim=(2, 3))),
-            ("gradients_rectified", grads.relu().mean(dim=(2, 3))),
-            ("gradients_rectified", grads.abs().mean(dim=(2, 3))),
-            ("weights_from_activations", acts.mean(dim=(2, 3))),
+    weightings = [None, "gradients_rectified", "gradients_absolute", "weights_from_activations"]
+    combines = [None, "missing_relu", "relu_before_sum"]
+    resizers = [(None, lambda m, s: upsample(m, s)), *UPSAMPLING_MISTAKES]
+    norms = [None, "per_batch_norm", "normalize_before_upsample"]
+
+    everything = _activations_and_gradients(
+        model, images, [name for _, name in layers], [target for _, target in targets]
+    )
+
+    def recorded(t: int, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return everything[t][layer]
+
+    @functools.cache
+    def coarse(t: int, layer: int, weighting: int, combine: int) -> torch.Tensor:
+        acts, grads = recorded(t, layer)
+        weights = {
+            None: grads.mean(dim=(2, 3)),
+            "gradients_rectified": grads.relu().mean(dim=(2, 3)),
+            "gradients_absolute": grads.abs().mean(dim=(2, 3)),
+            "weights_from_activations": acts.mean(dim=(2, 3)),
+        }[weightings[weighting]]
+        weighted = weights[:, :, None, None] * acts
+        return [weighted.sum(1).relu(), weighted.sum(1), weighted.relu().sum(1)][combine]
+
+    choices = [range(len(targets)), range(len(layers)), range(len(weightings))]
+    choices += [range(len(combines)), range(len(resizers)), range(len(norms))]
+    for picked in itertools.product(*choices):
+        t, layer, weighting, combine, resize, norm = picked
+        if sum(1 for i in picked if i) > 2 or not any(picked):
+            continue
+        if weightings[weighting] == "weights_from_activations" and t:
+            continue  # no gradient enters: the target makes no difference
+        keys = [
+            targets[t][0],
+            layers[layer][0],
+            "gradients_rectified" if weighting in (1, 2) else weightings[weighting],
+            combines[combine],
+            resizers[resize][0],
+            norms[norm],
         ]
-        for weight_key, weights in weightings:
-            weighted = weights[:, :, None, None] * acts
-            for combine_key, coarse in [
-                (None, weighted.sum(1).relu()),
-                ("missing_relu", weighted.sum(1)),
-                ("relu_before_sum", weighted.relu().sum(1)),
-            ]:
-                for resize_key, resize in resizers:
-                    fine = resize(coarse, size)
-                    for norm_key, final in [
-                        (None, normalize_per_image(fine)),
-                        ("per_batch_norm", (fine - fine.min()) / (fine.max() - fine.min())),
-                        ("normalize_before_upsample", resize(normalize_per_image(coarse), size)),
-                    ]:
-                        keys = [
-                            k
-                            for k in (
-                                target_key,
-                                layer_key,
-                                weight_key,
-                                combine_key,
-                                resize_key,
-                                norm_key,
-                            )
-                            if k
-                        ]
-                        if keys:
-                            out.append((keys, final))
-    return out
+        small = coarse(t, layer, weighting, combine)
+        resizer = resizers[resize][1]
+        if norms[norm] == "normalize_before_upsample":
+            final = resizer(normalize_per_image(small), size)
+        else:
+            fine = resizer(small, size)
+            if norms[norm] is None:
+                final = normalize_per_image(fine)
+            else:
+                final = (fine - fine.min()) / (fine.max() - fine.min())
+        yield [k for k in keys if k], final
 
 
 @graded

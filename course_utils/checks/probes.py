@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..hooks import evaluating
 from ..relu import guided_relus
@@ -99,14 +100,17 @@ def accepts(fn: Callable[..., Any], name: str) -> bool:
 
 
 def first_in_stage_order(found: Iterable[tuple[list[str], str]]) -> None:
-    """Fail with the earliest-stage mistake among candidate explanations, if any.
+    """Fail with the earliest-stage mistake of the simplest candidate explanation, if any.
+
+    One mistake that explains the output beats a combination that does too; among equally
+    simple explanations, and inside a combination, the earliest stage is named first.
 
     Args:
         found: ``(mistake keys, detail)`` for each candidate wrong computation that the
             learner's output matched; several keys mean a combination of mistakes.
 
     """
-    ranked = sorted(found, key=lambda kd: (min(STAGE_ORDER[k] for k in kd[0]), len(kd[0])))
+    ranked = sorted(found, key=lambda kd: (len(kd[0]), min(STAGE_ORDER[k] for k in kd[0])))
     if ranked:
         keys, detail = ranked[0]
         first = min(keys, key=STAGE_ORDER.__getitem__)
@@ -123,15 +127,55 @@ DEVICE_CLASH = re.compile(
 )
 
 
+def _zeros_like_on_cpu(t: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(t.shape, dtype=t.dtype)
+
+
+def _moves_to_cpu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    target = kwargs.get("device", args[1] if len(args) > 1 else None)
+    return isinstance(target, (str, torch.device)) and torch.device(target).type == "cpu"
+
+
+class _MetaStandsForAGpu(TorchFunctionMode):
+    """Let code read values off ``meta`` tensors as it could off a GPU: zeros stand in.
+
+    ``.cpu()``, ``.to("cpu")``, ``.numpy()``, ``.item()`` and ``.tolist()`` of a ``meta``
+    tensor would raise (there are no values); returning zeros lets the learner's code run on
+    to the line where a CPU tensor meets a device tensor, which is the clash a GPU shows.
+    """
+
+    def __torch_function__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        tensor = args[0] if args else None
+        if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+            if func is torch.Tensor.cpu or (
+                func is torch.Tensor.to and _moves_to_cpu(args, kwargs)
+            ):
+                return _zeros_like_on_cpu(tensor)
+            if func is torch.Tensor.numpy:
+                return _zeros_like_on_cpu(tensor).numpy()
+            if func in (torch.Tensor.item, torch.Tensor.tolist):
+                return func(_zeros_like_on_cpu(tensor))
+        return func(*args, **kwargs)
+
+
 def on_meta(run: Callable[[], Any], what: str) -> None:
     """Run ``run`` (which builds its inputs on the ``meta`` device) and name a device clash.
 
     ``meta`` tensors have shapes but no data, so they stand in for a GPU on any machine: a
     tensor the learner creates on the CPU clashes with them exactly as it would with CUDA
-    tensors. Other errors (``.item()`` has no value on ``meta``) prove nothing and are ignored.
+    tensors. Values read off them come back as zeros (:class:`_MetaStandsForAGpu`); other
+    errors prove nothing and are ignored.
     """
     try:
-        run()
+        with _MetaStandsForAGpu():
+            run()
     except CheckFailed as exc:
         cause = exc.__cause__
         if cause is not None and DEVICE_CLASH.search(str(cause)):
@@ -398,6 +442,11 @@ def run_gradient_probes(
         if got.isnan().any():
             fail("nan_zero_map", f"{int(got.isnan().sum())} NaN values")
         diagnose(got)
+        with seeded(6):
+            again = fn(model, images.clone(), LABELS)
+        model.eval()
+        if not torch.allclose(again, got):
+            fail("no_eval", "two calls on the same images differ: Dropout is active")
         if torch.allclose(fresh(OTHER_LABELS), got):
             fail("hardcoded_backward", "other labels gave the same result")
         if not torch.allclose(fresh(NEIGHBOUR_LABELS)[0], got[0]):

@@ -13,7 +13,7 @@ from .probes import as_tensor, call, passed, report
 __all__ = ["check_guided_relu"]
 
 # Every sign combination of input x and incoming gradient g, so the three rules differ.
-_X = torch.tensor([[-2.0, -1.0, 1.0, 2.0], [3.0, -3.0, 0.5, -0.5]])
+_X = torch.tensor([[-2.0, -1.0, 1.0, 2.0], [3.0, -3.0, 0.0, -0.5]])  # 0: the mask is x > 0
 _G = torch.tensor([[1.0, -1.0, 2.0, -2.0], [-1.5, 1.5, 0.5, 4.0]])
 
 
