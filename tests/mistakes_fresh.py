@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils import GuidedReLU, normalize_per_image, upsample
+from course_utils import GuidedReLU, normalize_per_image
 
 RELUS = (nn.ReLU, nn.ReLU6)
 Case = tuple[str, str, Callable[..., Any], str]
@@ -45,18 +45,38 @@ def _guided(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 RELU: list[Case] = [
-    ("relu-ones-cpu", "check_guided_relu",
-     _relu_fn(lambda x: x * (x > 0).float(), _guided), "cpu_only_zeros"),
-    ("relu-ge", "check_guided_relu",
-     _relu_fn(torch.relu, lambda x, g: g * (x >= 0) * (g > 0)), "wrong_values"),
+    (
+        "relu-ones-cpu",
+        "check_guided_relu",
+        _relu_fn(lambda x: x * (x > 0).float(), _guided),
+        "cpu_only_zeros",
+    ),
+    (
+        "relu-ge",
+        "check_guided_relu",
+        _relu_fn(torch.relu, lambda x, g: g * (x >= 0) * (g > 0)),
+        "wrong_values",
+    ),
     ("relu-abs-fwd", "check_guided_relu", _relu_fn(torch.abs, _guided), "forward_not_relu"),
-    ("relu-grad-out-only", "check_guided_relu",
-     _relu_fn(torch.relu, lambda x, g: g.relu()), "deconvnet_rule"),
-    ("relu-true-deriv", "check_guided_relu",
-     _relu_fn(torch.relu, lambda x, g: g * (x > 0).to(g.dtype)), "backprop_rule"),
+    (
+        "relu-grad-out-only",
+        "check_guided_relu",
+        _relu_fn(torch.relu, lambda x, g: g.relu()),
+        "deconvnet_rule",
+    ),
+    (
+        "relu-true-deriv",
+        "check_guided_relu",
+        _relu_fn(torch.relu, lambda x, g: g * (x > 0).to(g.dtype)),
+        "backprop_rule",
+    ),
     ("relu-detach", "check_guided_relu", lambda x: torch.relu(x).detach(), "not_differentiable"),
-    ("relu-clamp-g", "check_guided_relu",
-     _relu_fn(torch.relu, lambda x, g: (g * (x > 0)).clamp(max=0)), "wrong_values"),
+    (
+        "relu-clamp-g",
+        "check_guided_relu",
+        _relu_fn(torch.relu, lambda x, g: (g * (x > 0)).clamp(max=0)),
+        "wrong_values",
+    ),
 ]
 
 # -- stage 2 ---------------------------------------------------------------------------------
@@ -69,21 +89,44 @@ def _onehot_cpu(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 SELECT: list[Case] = [
-    ("sel-index-arange", "check_select_scores", lambda s, lab: s[torch.arange(4), lab],
-     "hardcoded_batch_size"),
-    ("sel-softmax", "check_select_scores",
-     lambda s, lab: s.softmax(1).gather(1, lab[:, None])[:, 0], "softmax_not_score"),
-    ("sel-logsoftmax", "check_select_scores",
-     lambda s, lab: F.log_softmax(s, 1).gather(1, lab[:, None])[:, 0], "softmax_not_score"),
+    (
+        "sel-index-arange",
+        "check_select_scores",
+        lambda s, lab: s[torch.arange(4), lab],
+        "hardcoded_batch_size",
+    ),
+    (
+        "sel-softmax",
+        "check_select_scores",
+        lambda s, lab: s.softmax(1).gather(1, lab[:, None])[:, 0],
+        "softmax_not_score",
+    ),
+    (
+        "sel-logsoftmax",
+        "check_select_scores",
+        lambda s, lab: F.log_softmax(s, 1).gather(1, lab[:, None])[:, 0],
+        "softmax_not_score",
+    ),
     ("sel-max", "check_select_scores", lambda s, lab: s.max(1)[0], "predicted_not_labels"),
-    ("sel-squeeze", "check_select_scores", lambda s, lab: s.gather(1, lab[:, None]).squeeze(),
-     "squeeze_all"),
-    ("sel-keep-col", "check_select_scores", lambda s, lab: s.gather(1, lab.unsqueeze(1)),
-     "no_squeeze"),
+    (
+        "sel-squeeze",
+        "check_select_scores",
+        lambda s, lab: s.gather(1, lab[:, None]).squeeze(),
+        "squeeze_all",
+    ),
+    (
+        "sel-keep-col",
+        "check_select_scores",
+        lambda s, lab: s.gather(1, lab.unsqueeze(1)),
+        "no_squeeze",
+    ),
     ("sel-onehot-cpu", "check_select_scores", _onehot_cpu, "cpu_only_tensor"),
-    ("sel-item", "check_select_scores",
-     lambda s, lab: torch.tensor([s[i, c].item() for i, c in enumerate(lab.tolist())]),
-     "not_differentiable"),
+    (
+        "sel-item",
+        "check_select_scores",
+        lambda s, lab: torch.tensor([s[i, c].item() for i, c in enumerate(lab.tolist())]),
+        "not_differentiable",
+    ),
 ]
 
 
@@ -200,34 +243,72 @@ WEIGHTS: list[Case] = [
     ("w-relu", "check_channel_weights", lambda g: g.relu().mean((2, 3)), "gradients_rectified"),
     ("w-abs", "check_channel_weights", lambda g: g.abs().mean((2, 3)), "gradients_rectified"),
     ("w-amax", "check_channel_weights", lambda g: g.amax((2, 3)), "wrong_values"),
-    ("w-view", "check_channel_weights", lambda g: g.view(2, 3, -1).mean(-1),
-     "hardcoded_batch_size"),
+    (
+        "w-view",
+        "check_channel_weights",
+        lambda g: g.view(2, 3, -1).mean(-1),
+        "hardcoded_batch_size",
+    ),
     ("w-flatten0", "check_channel_weights", lambda g: g.flatten(2).sum(-1) / 8, "wrong_values"),
-    ("w-cpu-div", "check_channel_weights",
-     lambda g: g.sum((2, 3)) / torch.full(g.shape[:2], float(g.shape[2] * g.shape[3])),
-     "cpu_only_tensor"),
+    (
+        "w-cpu-div",
+        "check_channel_weights",
+        lambda g: g.sum((2, 3)) / torch.full(g.shape[:2], float(g.shape[2] * g.shape[3])),
+        "cpu_only_tensor",
+    ),
     ("w-mean1", "check_channel_weights", lambda g: g.mean(1), "wrong_dims"),
     ("w-keep", "check_channel_weights", lambda g: g.mean(-1).mean(-1, keepdim=True), "wrong_dims"),
 ]
 
 CAM: list[Case] = [
-    ("cam-transposed", "check_weighted_cam",
-     lambda a, w: torch.relu((w.T[:, :, None, None] * a).sum(1)), "weights_mismatched"),
-    ("cam-abs", "check_weighted_cam",
-     lambda a, w: (w[:, :, None, None] * a).sum(1).abs(), "wrong_values"),
-    ("cam-sum-all", "check_weighted_cam",
-     lambda a, w: (w.sum(0)[None, :, None, None] * a).sum(1).relu(), "wrong_values"),
-    ("cam-relu-each", "check_weighted_cam",
-     lambda a, w: (w[:, :, None, None] * a).relu().sum(1), "relu_before_sum"),
-    ("cam-no-relu", "check_weighted_cam", lambda a, w: torch.einsum("nc,nchw->nhw", w, a),
-     "missing_relu"),
-    ("cam-first-row", "check_weighted_cam",
-     lambda a, w: (w[0][None, :, None, None] * a).sum(1).relu(), "weights_mismatched"),
-    ("cam-cpu-zeros", "check_weighted_cam",
-     lambda a, w: torch.maximum((w[:, :, None, None] * a).sum(1), torch.zeros(a.shape[0], 1, 1)),
-     "cpu_only_tensor"),
-    ("cam-mean", "check_weighted_cam",
-     lambda a, w: (w[:, :, None, None] * a).mean(1).relu(), "mean_over_channels"),
+    (
+        "cam-transposed",
+        "check_weighted_cam",
+        lambda a, w: torch.relu((w.T[:, :, None, None] * a).sum(1)),
+        "weights_mismatched",
+    ),
+    (
+        "cam-abs",
+        "check_weighted_cam",
+        lambda a, w: (w[:, :, None, None] * a).sum(1).abs(),
+        "wrong_values",
+    ),
+    (
+        "cam-sum-all",
+        "check_weighted_cam",
+        lambda a, w: (w.sum(0)[None, :, None, None] * a).sum(1).relu(),
+        "wrong_values",
+    ),
+    (
+        "cam-relu-each",
+        "check_weighted_cam",
+        lambda a, w: (w[:, :, None, None] * a).relu().sum(1),
+        "relu_before_sum",
+    ),
+    (
+        "cam-no-relu",
+        "check_weighted_cam",
+        lambda a, w: torch.einsum("nc,nchw->nhw", w, a),
+        "missing_relu",
+    ),
+    (
+        "cam-first-row",
+        "check_weighted_cam",
+        lambda a, w: (w[0][None, :, None, None] * a).sum(1).relu(),
+        "weights_mismatched",
+    ),
+    (
+        "cam-cpu-zeros",
+        "check_weighted_cam",
+        lambda a, w: torch.maximum((w[:, :, None, None] * a).sum(1), torch.zeros(a.shape[0], 1, 1)),
+        "cpu_only_tensor",
+    ),
+    (
+        "cam-mean",
+        "check_weighted_cam",
+        lambda a, w: (w[:, :, None, None] * a).mean(1).relu(),
+        "mean_over_channels",
+    ),
 ]
 
 # -- stage 5 ---------------------------------------------------------------------------------
@@ -241,13 +322,25 @@ UPSAMPLE: list[Case] = [
     ("up-nearest-exact", "check_upsample", _resize("nearest-exact"), "nearest"),
     ("up-area", "check_upsample", _resize("area"), "nearest"),  # area = nearest upwards
     ("up-align", "check_upsample", _resize("bilinear", align_corners=True), "align_corners"),
-    ("up-bicubic-clamp", "check_upsample",
-     lambda m, s: _resize("bicubic", align_corners=False)(m, s).clamp(min=0), "bicubic_overshoot"),
+    (
+        "up-bicubic-clamp",
+        "check_upsample",
+        lambda m, s: _resize("bicubic", align_corners=False)(m, s).clamp(min=0),
+        "bicubic_overshoot",
+    ),
     ("up-swap", "check_upsample", lambda m, s: _resize("bilinear")(m, (s[1], s[0])), "hw_swap"),
-    ("up-squeeze", "check_upsample",
-     lambda m, s: _resize("bilinear", align_corners=False)(m, s).squeeze(), "squeeze_all"),
-    ("up-scale-factor", "check_upsample",
-     lambda m, s: F.interpolate(m[:, None], scale_factor=3, mode="bilinear")[:, 0], "wrong_shape"),
+    (
+        "up-squeeze",
+        "check_upsample",
+        lambda m, s: _resize("bilinear", align_corners=False)(m, s).squeeze(),
+        "squeeze_all",
+    ),
+    (
+        "up-scale-factor",
+        "check_upsample",
+        lambda m, s: F.interpolate(m[:, None], scale_factor=3, mode="bilinear")[:, 0],
+        "wrong_shape",
+    ),
 ]
 
 
@@ -257,28 +350,64 @@ def _inplace(maps: torch.Tensor) -> torch.Tensor:
 
 
 NORMALIZE: list[Case] = [
-    ("n-max-only", "check_normalize_per_image",
-     lambda m: m / m.flatten(1).amax(1)[:, None, None].clamp(min=1e-8), "wrong_values"),
-    ("n-batch-eps", "check_normalize_per_image",
-     lambda m: (m - m.min()) / (m.max() - m.min() + 1e-8), "per_batch_norm"),
-    ("n-eps", "check_normalize_per_image",
-     lambda m: (m - m.amin((1, 2), keepdim=True))
-     / (m.amax((1, 2), keepdim=True) - m.amin((1, 2), keepdim=True) + 1e-3), "wrong_values"),
-    ("n-cpu-where", "check_normalize_per_image",
-     lambda m: torch.where(
-         (m.amax((1, 2), keepdim=True) - m.amin((1, 2), keepdim=True)) > 0,
-         (m - m.amin((1, 2), keepdim=True))
-         / (m.amax((1, 2), keepdim=True) - m.amin((1, 2), keepdim=True)),
-         torch.zeros(m.shape)), "cpu_only_tensor"),
-    ("n-nan", "check_normalize_per_image",
-     lambda m: (m - m.amin((1, 2), keepdim=True))
-     / (m.amax((1, 2), keepdim=True) - m.amin((1, 2), keepdim=True)), "nan_zero_map"),
-    ("n-half", "check_normalize_per_image",
-     lambda m: torch.nan_to_num((m - m.amin((1, 2), keepdim=True))
-     / (m.amax((1, 2), keepdim=True) - m.amin((1, 2), keepdim=True)), nan=0.5), "flat_not_zero"),
+    (
+        "n-max-only",
+        "check_normalize_per_image",
+        lambda m: m / m.flatten(1).amax(1)[:, None, None].clamp(min=1e-8),
+        "wrong_values",
+    ),
+    (
+        "n-batch-eps",
+        "check_normalize_per_image",
+        lambda m: (m - m.min()) / (m.max() - m.min() + 1e-8),
+        "per_batch_norm",
+    ),
+    (
+        "n-eps",
+        "check_normalize_per_image",
+        lambda m: (
+            (m - m.amin((1, 2), keepdim=True))
+            / (m.amax((1, 2), keepdim=True) - m.amin((1, 2), keepdim=True) + 1e-3)
+        ),
+        "wrong_values",
+    ),
+    (
+        "n-cpu-where",
+        "check_normalize_per_image",
+        lambda m: torch.where(
+            (m.amax((1, 2), keepdim=True) - m.amin((1, 2), keepdim=True)) > 0,
+            (m - m.amin((1, 2), keepdim=True))
+            / (m.amax((1, 2), keepdim=True) - m.amin((1, 2), keepdim=True)),
+            torch.zeros(m.shape),
+        ),
+        "cpu_only_tensor",
+    ),
+    (
+        "n-nan",
+        "check_normalize_per_image",
+        lambda m: (
+            (m - m.amin((1, 2), keepdim=True))
+            / (m.amax((1, 2), keepdim=True) - m.amin((1, 2), keepdim=True))
+        ),
+        "nan_zero_map",
+    ),
+    (
+        "n-half",
+        "check_normalize_per_image",
+        lambda m: torch.nan_to_num(
+            (m - m.amin((1, 2), keepdim=True))
+            / (m.amax((1, 2), keepdim=True) - m.amin((1, 2), keepdim=True)),
+            nan=0.5,
+        ),
+        "flat_not_zero",
+    ),
     ("n-inplace", "check_normalize_per_image", lambda m: _inplace(m), "inplace_normalize"),
-    ("n-squeeze", "check_normalize_per_image", lambda m: normalize_per_image(m).squeeze(),
-     "squeeze_all"),
+    (
+        "n-squeeze",
+        "check_normalize_per_image",
+        lambda m: normalize_per_image(m).squeeze(),
+        "squeeze_all",
+    ),
 ]
 
 # -- stage 6 ---------------------------------------------------------------------------------
@@ -300,11 +429,19 @@ def _forward_swap_ctx(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def _hooks(model: nn.Module, *, kinds: tuple[type, ...] = RELUS, finally_: bool = True,
-           children: bool = False) -> Iterator[None]:
+def _hooks(
+    model: nn.Module,
+    *,
+    kinds: tuple[type, ...] = RELUS,
+    finally_: bool = True,
+    children: bool = False,
+) -> Iterator[None]:
     modules = model.children() if children else model.modules()
-    handles = [m.register_forward_hook(lambda mod, i, o: GuidedReLU.apply(o))
-               for m in modules if isinstance(m, kinds)]
+    handles = [
+        m.register_forward_hook(lambda mod, i, o: GuidedReLU.apply(o))
+        for m in modules
+        if isinstance(m, kinds)
+    ]
     if not finally_:
         yield
         for h in handles:
@@ -320,8 +457,11 @@ def _hooks(model: nn.Module, *, kinds: tuple[type, ...] = RELUS, finally_: bool 
 @contextmanager
 def _pre_hooks(model: nn.Module) -> Iterator[None]:
     """Guided ReLU on the *input* of each activation: ReLU6 loses its clip at 6."""
-    handles = [m.register_forward_pre_hook(lambda mod, i: (GuidedReLU.apply(i[0]),))
-               for m in model.modules() if isinstance(m, RELUS)]
+    handles = [
+        m.register_forward_pre_hook(lambda mod, i: (GuidedReLU.apply(i[0]),))
+        for m in model.modules()
+        if isinstance(m, RELUS)
+    ]
     try:
         yield
     finally:
@@ -331,12 +471,14 @@ def _pre_hooks(model: nn.Module) -> Iterator[None]:
 
 SWAP: list[Case] = [
     ("swap-forward-attr", "check_guided_relus", _forward_swap_ctx, "permanent_swap"),
-    ("swap-relu-only", "check_guided_relus", lambda m: _hooks(m, kinds=(nn.ReLU,)),
-     "relu6_missed"),
-    ("swap-children", "check_guided_relus", lambda m: _hooks(m, children=True),
-     "no_guided_relus"),
-    ("swap-no-finally", "check_guided_relus", lambda m: _hooks(m, finally_=False),
-     "not_restored_on_error"),
+    ("swap-relu-only", "check_guided_relus", lambda m: _hooks(m, kinds=(nn.ReLU,)), "relu6_missed"),
+    ("swap-children", "check_guided_relus", lambda m: _hooks(m, children=True), "no_guided_relus"),
+    (
+        "swap-no-finally",
+        "check_guided_relus",
+        lambda m: _hooks(m, finally_=False),
+        "not_restored_on_error",
+    ),
     ("swap-fn-none", "check_guided_relus", _forward_swap, "permanent_swap"),
 ]
 
@@ -411,10 +553,7 @@ def _gc(**mistakes: Any) -> Callable[..., Any]:
         finally:
             handle.remove()
         acts = store[0].detach()
-        if mistakes.get("weights_from_acts"):
-            weights = acts.mean((2, 3))
-        else:
-            weights = grad.mean((2, 3))
+        weights = acts.mean((2, 3)) if mistakes.get("weights_from_acts") else grad.mean((2, 3))
         if mistakes.get("relu_first"):
             cam = (weights[:, :, None, None] * acts).relu().sum(1)
         else:
@@ -436,8 +575,12 @@ def _gc(**mistakes: Any) -> Callable[..., Any]:
 
 
 GRAD_CAM: list[Case] = [
-    ("gc-batch-bicubic", "check_grad_cam", _gc(per_batch=True, mode="bicubic"),
-     "bicubic_overshoot"),
+    (
+        "gc-batch-bicubic",
+        "check_grad_cam",
+        _gc(per_batch=True, mode="bicubic"),
+        "bicubic_overshoot",
+    ),
     ("gc-batch-nearest", "check_grad_cam", _gc(per_batch=True, mode="nearest"), "nearest"),
     ("gc-align", "check_grad_cam", _gc(align=True), "align_corners"),
     ("gc-batch-align", "check_grad_cam", _gc(align=True, per_batch=True), "align_corners"),
@@ -451,6 +594,15 @@ GRAD_CAM: list[Case] = [
 ]
 
 CASES: list[Case] = (
-    RELU + SELECT + GRADIENT + RECORDER + WEIGHTS + CAM + UPSAMPLE + NORMALIZE + SWAP + GUIDED
+    RELU
+    + SELECT
+    + GRADIENT
+    + RECORDER
+    + WEIGHTS
+    + CAM
+    + UPSAMPLE
+    + NORMALIZE
+    + SWAP
+    + GUIDED
     + GRAD_CAM
 )

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import mistakes as m
+import mistakes_fresh
 import pytest
 import torch
 
@@ -69,6 +70,7 @@ CORRECT: list[tuple[Callable[[Any], None], Any]] = [
 
 WRONG: list[tuple[str, Callable[[Any], None], Any, str]] = [
     # (id, check, wrong implementation, catalogue key it must name)
+    ("not-attempted", check_weighted_cam, m.not_attempted, "not_attempted"),
     ("relu-cpu-zeros", check_guided_relu, m.CpuZerosReLU.apply, "cpu_only_zeros"),
     ("relu-backprop", check_guided_relu, m.BackpropRuleReLU.apply, "backprop_rule"),
     ("relu-deconvnet", check_guided_relu, m.DeconvRuleReLU.apply, "deconvnet_rule"),
@@ -207,7 +209,7 @@ def test_mistake_is_named(check: Callable[[Any], None], fn: Any, key: str, capsy
     [
         (check_guided_relu, "CustomReLU", "cpu_only_zeros"),
         (check_guided_backprop, "guided_backprop", "permanent_swap"),
-        (check_grad_cam, "grad_cam", "hw_swap"),
+        (check_grad_cam, "grad_cam", "hooks_left"),  # stage 3 comes before its (W, H) swap
     ],
 )
 def test_the_assignment_code_is_diagnosed(
@@ -264,7 +266,7 @@ def test_every_specific_mistake_is_exercised() -> None:
     """Each catalogue entry beyond the generic ones is named for some wrong implementation,
     so no entry is dead and no diagnosis goes untested."""
     generic = {"crashed", "wrong_shape", "wrong_values"}
-    assert set(MISTAKES) - generic <= {w[3] for w in WRONG}
+    assert set(MISTAKES) - generic <= {w[3] for w in WRONG} | {c[3] for c in mistakes_fresh.CASES}
 
 
 def test_mistake_names_are_unique() -> None:

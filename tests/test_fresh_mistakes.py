@@ -56,6 +56,8 @@ if __name__ == "__main__":
     n = len(results)
     failed = sum(got is not None for _, _, got in results)
     named = sum(got == key for _, key, got in results)
-    print(f"\n{n} fresh wrong answers: {failed} failed ({failed / n:.1%}), "
-          f"{named} named correctly ({named / n:.1%}), 0 check crashes")
+    print(
+        f"\n{n} fresh wrong answers: {failed} failed ({failed / n:.1%}), "
+        f"{named} named correctly ({named / n:.1%}), 0 check crashes"
+    )
     sys.exit(0 if failed >= 0.97 * n and named >= 0.90 * n else 1)

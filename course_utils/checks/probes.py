@@ -128,12 +128,27 @@ DEVICE_CLASH = re.compile(
 
 
 def _zeros_like_on_cpu(t: torch.Tensor) -> torch.Tensor:
-    return torch.zeros(t.shape, dtype=t.dtype)
+    """Stand-in values for a ``meta`` tensor: zeros, and True for tests (``isfinite().all()``)."""
+    return (
+        torch.ones(t.shape, dtype=t.dtype)
+        if t.dtype == torch.bool
+        else torch.zeros(t.shape, dtype=t.dtype)
+    )
 
 
 def _moves_to_cpu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     target = kwargs.get("device", args[1] if len(args) > 1 else None)
     return isinstance(target, (str, torch.device)) and torch.device(target).type == "cpu"
+
+
+_READS_VALUES = (
+    torch.Tensor.item,
+    torch.Tensor.tolist,
+    torch.Tensor.__int__,
+    torch.Tensor.__float__,
+    torch.Tensor.__bool__,
+    torch.Tensor.__index__,
+)
 
 
 class _MetaStandsForAGpu(TorchFunctionMode):
@@ -160,7 +175,7 @@ class _MetaStandsForAGpu(TorchFunctionMode):
                 return _zeros_like_on_cpu(tensor)
             if func is torch.Tensor.numpy:
                 return _zeros_like_on_cpu(tensor).numpy()
-            if func in (torch.Tensor.item, torch.Tensor.tolist):
+            if func in _READS_VALUES:
                 return func(_zeros_like_on_cpu(tensor))
         return func(*args, **kwargs)
 
