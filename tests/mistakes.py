@@ -21,6 +21,7 @@ from torch import nn
 from course_utils import GuidedReLU, guided_relus, normalize_per_image, select_scores, upsample
 from course_utils.original import CustomReLU, OriginalGradCam
 
+
 def not_attempted(*args: Any) -> Any:
     """The learner edition's unsolved exercise cell."""
     raise NotImplementedError

@@ -26,10 +26,10 @@ from course_utils.checks import (
     check_grad_cam,
     check_guided_backprop,
     check_guided_relu,
-    check_normalize_per_image,
-    check_layer_recorder,
-    check_select_scores,
     check_guided_relus,
+    check_layer_recorder,
+    check_normalize_per_image,
+    check_select_scores,
     check_upsample,
     check_weighted_cam,
 )
