@@ -606,3 +606,195 @@ CASES: list[Case] = (
     + GUIDED
     + GRAD_CAM
 )
+
+
+# -- a second set, written after the checks were tuned on the first: measured on its own --------
+
+
+def _h_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, how: str) -> Any:
+    model.eval()
+    x = images.detach().clone().requires_grad_(True)
+    scores = model(x)
+    if how == "expand-ones":
+        picked = scores.gather(1, labels.view(-1, 1)).squeeze(1)
+        (g,) = torch.autograd.grad(picked, x, torch.ones(1).expand(3))
+    elif how == "labels-as-list":
+        picked = torch.stack([scores[i, c] for i, c in enumerate([1, 3, 0])])
+        (g,) = torch.autograd.grad(picked.sum(), x)
+    elif how == "sigmoid":
+        (g,) = torch.autograd.grad(scores.sigmoid().gather(1, labels[:, None]).sum(), x)
+    elif how == "half-batch":
+        (g,) = torch.autograd.grad(scores[:2].gather(1, labels[:2, None]).sum(), x)
+    else:
+        (g,) = torch.autograd.grad(scores.gather(1, labels[:, None]).sum(), x)
+    if how == "abs":
+        g = g.abs()
+    return g
+
+
+def _h(how: str) -> Callable[..., Any]:
+    return lambda model, images, labels: _h_gradient(model, images, labels, how=how)
+
+
+@contextmanager
+def _h_swap_modules(model: nn.Module) -> Iterator[None]:
+    """Swaps in modules and puts them back, but forgets the ReLU6 clip and nested ones."""
+    swapped = [(name, child) for name, child in model.named_children() if isinstance(child, RELUS)]
+
+    class Guided(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return GuidedReLU.apply(x)
+
+    for name, _ in swapped:
+        setattr(model, name, Guided())
+    try:
+        yield
+    finally:
+        for name, child in swapped:
+            setattr(model, name, child)
+
+
+@contextmanager
+def _h_backward_hooks(model: nn.Module) -> Iterator[None]:
+    """Clamps each activation's output gradient with a tensor hook, never removing the forward
+    hooks' handles (kept in a list that is dropped)."""
+    for module in model.modules():
+        if isinstance(module, RELUS):
+            module.register_forward_hook(lambda m, i, o: o.register_hook(lambda g: g.clamp(min=0)))
+    yield
+
+
+def _h_gb(*, how: str) -> Callable[..., Any]:
+    def fn(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Any:
+        model.eval()
+        x = images.detach().clone().requires_grad_(True)
+        relus = [m for m in model.modules() if isinstance(m, RELUS)]
+        if how == "last-only":
+            relus = relus[-1:]
+        handles = [m.register_forward_hook(lambda mod, i, o: GuidedReLU.apply(o)) for m in relus]
+        scores = model(x)
+        target = scores.sum() if how == "sum-all" else scores.gather(1, labels[:, None]).sum()
+        (g,) = torch.autograd.grad(target, x)
+        if how != "leak":
+            for h in handles:
+                h.remove()
+        return g.permute(0, 2, 3, 1).numpy() if how == "numpy-nhwc" else g
+
+    return fn
+
+
+HOLDOUT: list[Case] = [
+    (
+        "h-relu-sign",
+        "check_guided_relu",
+        _relu_fn(torch.relu, lambda x, g: g.sign().relu() * (x > 0)),
+        "wrong_values",
+    ),
+    (
+        "h-relu-leaky-back",
+        "check_guided_relu",
+        _relu_fn(torch.relu, lambda x, g: g * (g > 0) * ((x > 0) + 0.01 * (x <= 0))),
+        "wrong_values",
+    ),
+    (
+        "h-relu-float-mask",
+        "check_guided_relu",
+        _relu_fn(lambda x: x * (x > 0).to(torch.float32), _guided),
+        "cpu_only_zeros",
+    ),
+    (
+        "h-sel-take",
+        "check_select_scores",
+        lambda s, lab: s.take(lab + torch.arange(len(lab)) * s.shape[1]),
+        "cpu_only_tensor",
+    ),
+    ("h-grad-expand", "check_class_gradient", _h("expand-ones"), "hardcoded_batch_size"),
+    ("h-grad-list", "check_class_gradient", _h("labels-as-list"), "hardcoded_backward"),
+    ("h-grad-sigmoid", "check_class_gradient", _h("sigmoid"), "softmax_not_score"),
+    ("h-grad-half", "check_class_gradient", _h("half-batch"), "wrong_values"),
+    ("h-grad-abs", "check_class_gradient", _h("abs"), "wrong_values"),
+    (
+        "h-w-median",
+        "check_channel_weights",
+        lambda g: g.flatten(2).median(-1).values,
+        "wrong_values",
+    ),
+    (
+        "h-w-sum-div-c",
+        "check_channel_weights",
+        lambda g: g.sum((2, 3)) / g.shape[1],
+        "wrong_values",
+    ),
+    (
+        "h-cam-clamp-w",
+        "check_weighted_cam",
+        lambda a, w: (w.clamp(min=0)[:, :, None, None] * a).sum(1),
+        "relu_before_sum",
+    ),  # the probe's activations are >= 0, so relu(w)·A = relu(w·A)
+    (
+        "h-up-two-step",
+        "check_upsample",
+        lambda m, s: F.interpolate(
+            F.interpolate(m[:, None], scale_factor=2, mode="bilinear"),
+            size=tuple(s),
+            mode="bilinear",
+        )[:, 0],
+        "wrong_values",
+    ),
+    (
+        "h-up-size-wh",
+        "check_upsample",
+        lambda m, s: F.interpolate(m[:, None], size=(s[-1], s[-2]), mode="bilinear")[:, 0],
+        "hw_swap",
+    ),
+    (
+        "h-n-softmax",
+        "check_normalize_per_image",
+        lambda m: m.flatten(1).softmax(1).view_as(m),
+        "wrong_values",
+    ),
+    ("h-n-global-max", "check_normalize_per_image", lambda m: m / m.max(), "wrong_values"),
+    # no ReLU at the top level of SwapNet: nothing is guided
+    ("h-swap-children", "check_guided_relus", _h_swap_modules, "no_guided_relus"),
+    # the forward hook returns the tensor hook's handle: the forward pass raises
+    ("h-swap-leak", "check_guided_relus", _h_backward_hooks, "crashed"),
+    # the last ReLU only sees the one-hot gradient (>= 0): guiding it changes nothing
+    ("h-gb-last", "check_guided_backprop", _h_gb(how="last-only"), "no_guided_relus"),
+    ("h-gb-sum-all", "check_guided_backprop", _h_gb(how="sum-all"), "hardcoded_backward"),
+    ("h-gb-leak", "check_guided_backprop", _h_gb(how="leak"), "hooks_left"),
+    (
+        "h-gc-layer9-nearest",
+        "check_grad_cam",
+        _gc(layer="features.9", mode="nearest"),
+        "wrong_layer",
+    ),
+    (
+        "h-gc-bicubic-batch",
+        "check_grad_cam",
+        _gc(mode="bicubic", per_batch=True),
+        "bicubic_overshoot",
+    ),
+]
+
+#: Right answers written differently from the references: every check must pass them.
+CORRECT_ALTERNATIVES: list[Case] = [
+    (
+        "h-sel-index-select",
+        "check_select_scores",
+        lambda s, lab: s.index_select(1, lab).diagonal(),
+        "correct",
+    ),
+    (
+        "h-sel-flatten",
+        "check_select_scores",
+        lambda s, lab: s.gather(1, lab[:, None]).flatten(),
+        "correct",
+    ),
+    (
+        "h-cam-bmm",
+        "check_weighted_cam",
+        lambda a, w: torch.bmm(w[:, None, :], a.flatten(2)).view(a.shape[0], *a.shape[2:]).relu(),
+        "correct",
+    ),
+    ("h-gb-nhwc", "check_guided_backprop", _h_gb(how="numpy-nhwc"), "correct"),
+]

@@ -224,6 +224,7 @@ def test_the_assignment_code_is_diagnosed(
 
 #: Mistakes detected before any value comparison is printed (a crash, a shape, a flag).
 NAMED_BEFORE_COMPARING = {
+    "not_attempted",
     "crashed",
     "cpu_only_zeros",
     "inplace_input",

@@ -48,8 +48,21 @@ def test_fresh_wrong_answers_fail_and_are_named(outcomes: list[Outcome], capsys:
     assert len(named) >= 0.90 * len(outcomes), [o for o in outcomes if o[2] != o[1]]
 
 
+@pytest.mark.parametrize("case", mistakes_fresh.CORRECT_ALTERNATIVES, ids=lambda c: c[0])
+def test_right_answers_written_differently_pass(case: mistakes_fresh.Case) -> None:
+    assert run_case(getattr(checks, case[1]), case[2]) is None
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_holdout_wrong_answers_fail_and_are_named() -> None:
+    outcomes = measure(mistakes_fresh.HOLDOUT)
+    assert all(got is not None for _, _, got in outcomes), outcomes
+    assert sum(got == key for _, key, got in outcomes) >= 0.90 * len(outcomes), outcomes
+
+
 if __name__ == "__main__":
-    results = measure(mistakes_fresh.CASES)
+    chosen = mistakes_fresh.HOLDOUT if "--holdout" in sys.argv else mistakes_fresh.CASES
+    results = measure(chosen)
     for case_id, key, got in results:
         mark = "✓" if got == key else ("PASSED" if got is None else "≠")
         print(f"{case_id:28s} expected {key:26s} named {got!s:26s} {mark}")

@@ -131,7 +131,7 @@ _CATALOGUE = [
        "your function works for a batch of 3 and fails for other batch sizes: a shape is "
        "written into the code",
        "derive every size from the inputs (len(labels), images.shape[0], torch.ones_like)"),
-    _m("softmax_not_score", "softmax (or log-softmax) instead of the raw class score",
+    _m("softmax_not_score", "a probability (softmax, sigmoid) instead of the raw class score",
        "you differentiated a probability; Grad-CAM and guided backprop explain the raw score "
        "(the logit) of the class",
        "a softmax couples the classes: its gradient mixes in every other class's evidence. "

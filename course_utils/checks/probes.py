@@ -425,6 +425,7 @@ WRONG_TARGETS: list[tuple[str, Target]] = [
     ("hardcoded_backward", lambda s, lab: s[:, 0].sum()),
     ("softmax_not_score", lambda s, lab: select_scores(s.softmax(dim=1), lab).sum()),
     ("softmax_not_score", lambda s, lab: select_scores(s.log_softmax(dim=1), lab).sum()),
+    ("softmax_not_score", lambda s, lab: select_scores(s.sigmoid(), lab).sum()),
 ]
 
 GradientFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -470,6 +471,10 @@ def run_gradient_probes(
                 "image 0's result changed when only the *other* images' labels changed",
             )
         fail("wrong_values", f"{what} differs from the reference")
+
+    other = fresh(OTHER_LABELS)
+    if not report(f"{what} for other labels", other, reference(images, OTHER_LABELS)):
+        fail("hardcoded_backward", "right for the example's labels, wrong for other labels")
 
     model.train()
     in_train = fresh(LABELS)

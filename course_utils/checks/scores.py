@@ -58,7 +58,7 @@ def _select_once(
             found.append((["gather_dim"], "you picked scores[labels[i], 0]"))
         if same(got, detached.amax(1)):
             found.append((["predicted_not_labels"], "you returned each row's maximum"))
-        for probabilities in (detached.softmax(1), detached.log_softmax(1)):
+        for probabilities in (detached.softmax(1), detached.log_softmax(1), detached.sigmoid()):
             if same(got, select_scores(probabilities, lab)):
                 found.append((["softmax_not_score"], "you returned (log-)probabilities"))
         first_in_stage_order(found)
