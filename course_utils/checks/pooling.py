@@ -43,7 +43,12 @@ def check_channel_weights(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
                 ("gradients_rectified", g.abs().mean(dim=(2, 3))),
             ]:
                 if same(got, wrong):
-                    found.append(([key], f"{what}: got {got.flatten()[:3].tolist()} ..."))
+                    found.append(
+                        (
+                            [key],
+                            f"{what}: got {[round(v, 3) for v in got.flatten()[:3].tolist()]} ...",
+                        )
+                    )
             first_in_stage_order(found)
             if g is signed and got.shape == expected.shape:
                 fail("hardcoded_batch_size", f"shape {tuple(got.shape)}, the first probe's")
