@@ -51,8 +51,10 @@ class SwapNet(nn.Module):
             nn.ReLU6(),
         )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, 5))
+        shifted = self.get_submodule("features.3")
+        assert isinstance(shifted, nn.Conv2d) and shifted.bias is not None
         with torch.no_grad():
-            self.features[3].bias[:4] += 6.0
+            shifted.bias[:4] += 6.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -89,8 +91,8 @@ def check_guided_relus(fn: Callable[[nn.Module], Any]) -> None:
     assert_model_intact(model, before, when="after the block")
     print("model intact after the block ✓")
     if not report("gradient inside the block vs guided", got, expected):
-        nested = model.features[2][0][1]
-        relu6 = model.features[4]
+        nested = model.get_submodule("features.2.0.1")
+        relu6 = model.get_submodule("features.4")
         for key, skipped in [
             ("no_guided_relus", relus),
             ("missed_nested", [nested]),
@@ -152,7 +154,7 @@ def check_guided_backprop(fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], 
 
     def diagnose(got: torch.Tensor) -> None:
         relus = [m for _, m in relu_modules(model)]
-        top = [m for m in model.features.children() if m in relus]
+        top = [m for m in model.get_submodule("features").children() if m in relus]
         scale = float(got.abs().max()) or 1.0
         found = []
         for guided_key, guided in [(None, relus), ("no_guided_relus", []), ("missed_nested", top)]:

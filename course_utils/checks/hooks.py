@@ -38,7 +38,8 @@ def _record(
     fn: Any, model: nn.Module, layer: str, images: torch.Tensor, labels: torch.Tensor
 ) -> tuple[Any, Any]:
     if inspect.isclass(fn):
-        with fn(model, layer) as rec:
+        recorder: Any = fn  # a context-manager class with .activation and .gradient
+        with recorder(model, layer) as rec:
             select_scores(model(images.clone()), labels).sum().backward()
         return rec.activation, rec.gradient
     result = fn(model, layer, images.clone(), labels)

@@ -45,9 +45,10 @@ def check_upsample(fn: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]) 
         ("bilinear (align_corners=False) to (9, 20)", maps, (9, 20)),
         ("batch of one to images.shape[-2:] = (7, 5)", maps[1:], tall),
     ]:
-        expected = upsample(m, tuple(size))
+        h, w = int(size[0]), int(size[1])
+        expected = upsample(m, (h, w))
         got = as_tensor(call(fn, m.clone(), size), "the upsampled maps").float()
-        n, (h, w) = m.shape[0], size
+        n = m.shape[0]
         if got.shape == (n, w, h):
             fail("hw_swap", f"shape {tuple(got.shape)} for size (H, W) = ({h}, {w})")
         if n == 1 and got.dim() < 3:
@@ -56,7 +57,7 @@ def check_upsample(fn: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor]) 
             found = [
                 ([key], f"your values match {key.replace('_', ' ')}")
                 for key, wrong in UPSAMPLING_MISTAKES
-                if same(got, wrong(m, tuple(size)), rtol=1e-4)
+                if same(got, wrong(m, (h, w)), rtol=1e-4)
             ]
             if got.shape == expected.shape and got.min() < m.min() - 1e-4:
                 found.append((["bicubic_overshoot"], f"minimum {float(got.min()):.3f} < the map's"))
