@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS := dev,instructor,compare
 
-.PHONY: lab test unit lint install course assignments bench clean
+.PHONY: lab lab-sources progress test unit lint install course assignments bench clean
 
 # (Re)install whenever the project metadata changes; pip takes torch from the
 # machine's wheel cache or constraints when it has them.
@@ -35,8 +35,21 @@ unit: $(STAMP)
 # Jupyter refuses to run as root unless told to (containers, CI boxes often are root).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
+# Learners: solution-free copies in workspace/ (git-ignored), created on first use, never
+# overwritten; a course update lands in workspace/updates/ and is announced.
+WORKSPACE := workspace
+
 lab: $(STAMP)
+	$(PY) -m course_utils.workspace update $(WORKSPACE)
+	$(VENV)/bin/jupyter lab --notebook-dir=$(WORKSPACE) $(ROOT_FLAG)
+
+# Instructors and lecturers: the sources in notebooks/, solutions included.
+lab-sources: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG)
+
+# Run every exercise check of the learner workspace and print the progress table.
+progress: $(STAMP)
+	$(PY) -m course_utils.workspace progress $(WORKSPACE)
 
 # otter releases: dist/assignments/<name>/student/ + autograder zip; the solution must score full.
 assignments: $(STAMP)

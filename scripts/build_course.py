@@ -24,7 +24,6 @@ the script then exits with status 1, so ``make course`` fails loudly.
 from __future__ import annotations
 
 import argparse
-import copy
 import html
 import re
 import sys
@@ -37,86 +36,10 @@ from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter, SlidesExporter
 from nbconvert.preprocessors import ExecutePreprocessor
 
+from course_utils.workspace import PLACEHOLDER, strip_solutions, student_notebook  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
-BEGIN = "### BEGIN SOLUTION"
-END = "### END SOLUTION"
-PLACEHOLDER = "raise NotImplementedError  # your code here"
 REVEAL_CDN = "https://cdn.jsdelivr.net/npm/reveal.js@4.6.1"
-
-
-# ----------------------------------------------------------------------------------------------
-# Student copies
-# ----------------------------------------------------------------------------------------------
-
-
-def strip_solutions(source: str) -> str:
-    """Replace every solution block of a code cell's source by a placeholder line.
-
-    The markers and everything between them go; one ``raise NotImplementedError  # your code
-    here`` line, indented like the ``### BEGIN SOLUTION`` marker, takes their place, so a
-    function body stays syntactically valid and running the cell unsolved fails loudly.
-
-    Args:
-        source: the cell's source.
-
-    Returns:
-        The source without solutions (unchanged when it has no markers).
-
-    Raises:
-        ValueError: a block is opened twice, closed without being opened, or never closed --
-            publishing such a notebook would leak or mangle a solution.
-
-    Example:
-        >>> print(strip_solutions("def f(x):\\n    ### BEGIN SOLUTION\\n    return 2 * x\\n"
-        ...                       "    ### END SOLUTION\\n"))
-        def f(x):
-            raise NotImplementedError  # your code here
-        <BLANKLINE>
-    """
-    out: list[str] = []
-    inside = False
-    for number, line in enumerate(source.splitlines(keepends=True), start=1):
-        marker = line.strip()
-        if marker.startswith(BEGIN):
-            if inside:
-                raise ValueError(f"line {number}: {BEGIN!r} inside an open solution block")
-            inside = True
-            indent = line[: len(line) - len(line.lstrip())]
-            newline = "\n" if line.endswith("\n") else ""
-            out.append(f"{indent}{PLACEHOLDER}{newline}")
-        elif marker.startswith(END):
-            if not inside:
-                raise ValueError(f"line {number}: {END!r} without a matching {BEGIN!r}")
-            inside = False
-        elif not inside:
-            out.append(line)
-    if inside:
-        raise ValueError(f"{BEGIN!r} is never closed by {END!r}")
-    return "".join(out)
-
-
-def student_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy of ``nb`` for students: solutions stripped from code cells, no outputs or state.
-
-    Markdown cells are left alone (they may *talk about* the markers).
-
-    Raises:
-        ValueError: from :func:`strip_solutions`, naming the cell.
-    """
-    nb = copy.deepcopy(nb)
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        try:
-            cell.source = strip_solutions(cell.source)
-        except ValueError as err:
-            raise ValueError(f"cell {index}: {err}") from None
-        cell.outputs = []
-        cell.execution_count = None
-        for key in ("execution", "ExecuteTime"):
-            cell.metadata.pop(key, None)
-    nb.metadata.pop("widgets", None)
-    return nb
 
 
 # ----------------------------------------------------------------------------------------------

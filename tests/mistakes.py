@@ -21,6 +21,12 @@ from torch import nn
 from course_utils import GuidedReLU, guided_relus, normalize_per_image, select_scores, upsample
 from course_utils.original import CustomReLU, OriginalGradCam
 
+
+def not_attempted(*args: Any) -> Any:
+    """The learner edition's unsolved exercise cell."""
+    raise NotImplementedError
+
+
 # -- stage 1: the ReLU rule ---------------------------------------------------------------
 
 
@@ -105,6 +111,7 @@ def _gradient(
     target: str = "gather",
     use_eval: bool = True,
     copy: bool = True,
+    keep_param_grads: bool = False,
 ) -> torch.Tensor:
     """Input gradient of the class scores with one switchable mistake per keyword."""
     if use_eval:
@@ -125,6 +132,8 @@ def _gradient(
         scores[:, 0].sum().backward()
     elif target == "predicted":
         scores.max(dim=1).values.sum().backward()  # the labels are never read
+    if not keep_param_grads:
+        model.zero_grad(set_to_none=True)  # backward() also filled every param.grad
     return x.grad
 
 
@@ -477,6 +486,7 @@ def learner_grad_cam(
             chosen.backward(torch.ones_like(chosen))
         else:
             (scores * F.one_hot(labels, scores.shape[1]).sum(dim=0)).sum().backward()
+        model.zero_grad(set_to_none=True)
         if remove_hooks:
             for handle in handles:
                 handle.remove()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import mistakes as m
+import mistakes_fresh
 import pytest
 import torch
 
@@ -25,10 +26,10 @@ from course_utils.checks import (
     check_grad_cam,
     check_guided_backprop,
     check_guided_relu,
-    check_normalize,
-    check_recorder,
+    check_guided_relus,
+    check_layer_recorder,
+    check_normalize_per_image,
     check_select_scores,
-    check_swap_relus,
     check_upsample,
     check_weighted_cam,
 )
@@ -53,13 +54,13 @@ CORRECT: list[tuple[Callable[[Any], None], Any]] = [
     (check_select_scores, cu.select_scores),
     (check_class_gradient, reference_class_gradient),
     (check_class_gradient, m.learner_guided_backprop(guided="none")),
-    (check_recorder, reference_recorder),
-    (check_recorder, cu.LayerRecorder),
-    (check_swap_relus, cu.guided_relus),
+    (check_layer_recorder, reference_recorder),
+    (check_layer_recorder, cu.LayerRecorder),
+    (check_guided_relus, cu.guided_relus),
     (check_channel_weights, cu.channel_weights),
     (check_weighted_cam, cu.weighted_cam),
     (check_upsample, cu.upsample),
-    (check_normalize, cu.normalize_per_image),
+    (check_normalize_per_image, cu.normalize_per_image),
     (check_guided_backprop, cu.guided_backprop),
     (check_guided_backprop, m.learner_guided_backprop()),
     (check_guided_backprop, lambda model, x, y: cu.GradCam().guided_backprop(x, y, model)),
@@ -69,6 +70,7 @@ CORRECT: list[tuple[Callable[[Any], None], Any]] = [
 
 WRONG: list[tuple[str, Callable[[Any], None], Any, str]] = [
     # (id, check, wrong implementation, catalogue key it must name)
+    ("not-attempted", check_weighted_cam, m.not_attempted, "not_attempted"),
     ("relu-cpu-zeros", check_guided_relu, m.CpuZerosReLU.apply, "cpu_only_zeros"),
     ("relu-backprop", check_guided_relu, m.BackpropRuleReLU.apply, "backprop_rule"),
     ("relu-deconvnet", check_guided_relu, m.DeconvRuleReLU.apply, "deconvnet_rule"),
@@ -86,18 +88,18 @@ WRONG: list[tuple[str, Callable[[Any], None], Any, str]] = [
     ("grad-no-eval", check_class_gradient, m.no_eval_gradient, "no_eval"),
     ("grad-accumulate", check_class_gradient, m.accumulating_gradient, "accumulating_grads"),
     ("grad-mutates", check_class_gradient, m.mutating_gradient, "mutates_images"),
-    ("rec-hooks-left", check_recorder, m.hooks_left, "hooks_left"),
-    ("rec-deprecated", check_recorder, m.deprecated_hook, "deprecated_backward_hook"),
-    ("rec-full-inplace", check_recorder, m.full_hook_inplace, "full_hook_inplace"),
-    ("rec-alias", check_recorder, m.aliased_activation, "inplace_alias"),
-    ("swap-permanent", check_swap_relus, m.permanent_swap, "permanent_swap"),
-    ("swap-nested", check_swap_relus, m.top_level_only, "missed_nested"),
-    ("swap-relu6", check_swap_relus, m.relu_only, "relu6_missed"),
-    ("swap-hooks-left", check_swap_relus, m.hooks_never_removed, "hooks_left"),
-    ("swap-no-finally", check_swap_relus, m.no_finally, "not_restored_on_error"),
-    ("swap-nothing", check_swap_relus, m.nothing_guided, "no_guided_relus"),
-    ("swap-full-hooks", check_swap_relus, m.full_backward_hooks, "crashed"),
-    ("swap-relu6-as-relu", check_swap_relus, m.relu6_as_relu, "wrong_values"),
+    ("rec-hooks-left", check_layer_recorder, m.hooks_left, "hooks_left"),
+    ("rec-deprecated", check_layer_recorder, m.deprecated_hook, "deprecated_backward_hook"),
+    ("rec-full-inplace", check_layer_recorder, m.full_hook_inplace, "full_hook_inplace"),
+    ("rec-alias", check_layer_recorder, m.aliased_activation, "inplace_alias"),
+    ("swap-permanent", check_guided_relus, m.permanent_swap, "permanent_swap"),
+    ("swap-nested", check_guided_relus, m.top_level_only, "missed_nested"),
+    ("swap-relu6", check_guided_relus, m.relu_only, "relu6_missed"),
+    ("swap-hooks-left", check_guided_relus, m.hooks_never_removed, "hooks_left"),
+    ("swap-no-finally", check_guided_relus, m.no_finally, "not_restored_on_error"),
+    ("swap-nothing", check_guided_relus, m.nothing_guided, "no_guided_relus"),
+    ("swap-full-hooks", check_guided_relus, m.full_backward_hooks, "crashed"),
+    ("swap-relu6-as-relu", check_guided_relus, m.relu6_as_relu, "wrong_values"),
     ("weights-sum", check_channel_weights, m.weights_sum, "sum_not_mean"),
     ("weights-keepdim", check_channel_weights, m.weights_keepdim, "keepdim"),
     ("weights-dims", check_channel_weights, m.weights_wrong_dims, "wrong_dims"),
@@ -110,11 +112,11 @@ WRONG: list[tuple[str, Callable[[Any], None], Any, str]] = [
     ("up-align", check_upsample, m.align_corners, "align_corners"),
     ("up-bicubic", check_upsample, m.bicubic, "bicubic_overshoot"),
     ("up-nearest", check_upsample, m.nearest, "nearest"),
-    ("norm-batch", check_normalize, m.per_batch, "per_batch_norm"),
-    ("norm-nan", check_normalize, m.per_image_nan, "nan_zero_map"),
-    ("norm-inplace", check_normalize, m.in_place, "inplace_normalize"),
-    ("norm-ones", check_normalize, m.flat_to_ones, "flat_not_zero"),
-    ("norm-guard-max", check_normalize, m.guard_on_max, "nan_zero_map"),
+    ("norm-batch", check_normalize_per_image, m.per_batch, "per_batch_norm"),
+    ("norm-nan", check_normalize_per_image, m.per_image_nan, "nan_zero_map"),
+    ("norm-inplace", check_normalize_per_image, m.in_place, "inplace_normalize"),
+    ("norm-ones", check_normalize_per_image, m.flat_to_ones, "flat_not_zero"),
+    ("norm-guard-max", check_normalize_per_image, m.guard_on_max, "nan_zero_map"),
     (
         "gb-permanent",
         check_guided_backprop,
@@ -207,7 +209,7 @@ def test_mistake_is_named(check: Callable[[Any], None], fn: Any, key: str, capsy
     [
         (check_guided_relu, "CustomReLU", "cpu_only_zeros"),
         (check_guided_backprop, "guided_backprop", "permanent_swap"),
-        (check_grad_cam, "grad_cam", "hw_swap"),
+        (check_grad_cam, "grad_cam", "hooks_left"),  # stage 3 comes before its (W, H) swap
     ],
 )
 def test_the_assignment_code_is_diagnosed(
@@ -222,6 +224,7 @@ def test_the_assignment_code_is_diagnosed(
 
 #: Mistakes detected before any value comparison is printed (a crash, a shape, a flag).
 NAMED_BEFORE_COMPARING = {
+    "not_attempted",
     "crashed",
     "cpu_only_zeros",
     "inplace_input",
@@ -264,7 +267,7 @@ def test_every_specific_mistake_is_exercised() -> None:
     """Each catalogue entry beyond the generic ones is named for some wrong implementation,
     so no entry is dead and no diagnosis goes untested."""
     generic = {"crashed", "wrong_shape", "wrong_values"}
-    assert set(MISTAKES) - generic <= {w[3] for w in WRONG}
+    assert set(MISTAKES) - generic <= {w[3] for w in WRONG} | {c[3] for c in mistakes_fresh.CASES}
 
 
 def test_mistake_names_are_unique() -> None:
