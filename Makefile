@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS := dev,instructor,compare
 
-.PHONY: lab test lint install course assignments bench clean
+.PHONY: lab test lint install browser course assignments bench clean
 
 # (Re)install whenever the project metadata changes; pip takes torch from the
 # machine's wheel cache or constraints when it has them.
@@ -20,8 +20,17 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(PY) -m pytest
+
+# tests/test_browser.py opens the built course in Debian's Chromium (Playwright drives it; its
+# own browser download is not used). Installed here when missing: CI starts on a fresh Debian.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser test"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 # Jupyter refuses to run as root unless told to (containers, CI boxes often are root).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)

@@ -26,6 +26,7 @@ Choices made here, and why:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -35,20 +36,24 @@ from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image
 
 __all__ = [
     "DEFAULT_CMAP",
     "as_display_image",
     "colormap_lightness",
+    "describe_figure",
     "format_title",
     "gradient_to_image",
     "jet_comparison",
     "overlay",
+    "register_figure_metadata",
     "show_gradients",
     "show_maps",
     "show_overlay",
     "show_values",
+    "smallest_text_px",
 ]
 
 DEFAULT_CMAP = "inferno"
@@ -619,3 +624,122 @@ def jet_comparison(
         row[2].tick_params(labelsize=11)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures as web page elements: alt text and the smallest text size
+# ----------------------------------------------------------------------------------------------
+
+
+def _shown_texts(fig: Figure) -> list[Text]:
+    """The non-empty, visible texts of a figure: titles, labels, tick labels, notes, legends."""
+    texts: list[Text] = [t for t in fig.texts if t.get_visible()]
+    for name in ("_suptitle", "_supxlabel", "_supylabel"):
+        text = getattr(fig, name, None)
+        if text is not None and text.get_visible():
+            texts.append(text)
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        texts += [ax.title, ax._left_title, ax._right_title, *ax.texts]
+        if ax.axison:
+            texts += [ax.xaxis.label, ax.yaxis.label]
+            texts += [t for t in ax.get_xticklabels() + ax.get_yticklabels() if t.get_visible()]
+        legend = ax.get_legend()
+        if legend is not None:
+            texts += legend.get_texts()
+    unique = {id(t): t for t in texts if t.get_visible() and t.get_text().strip()}
+    return list(unique.values())
+
+
+def smallest_text_px(fig: Figure) -> float:
+    """The smallest font size in the figure, in pixels of the image it is saved as.
+
+    A PNG shown at a scale ``s`` (displayed width / drawn width) shows that text at
+    ``s * smallest_text_px(fig)`` pixels: the course's web pages and slides use this to check
+    that no figure text is smaller than 14 px on the screen.
+
+    Example:
+        >>> fig, ax = plt.subplots(dpi=100)
+        >>> _ = ax.set_title("t", fontsize=18)
+        >>> _ = ax.axis("off")
+        >>> smallest_text_px(fig)
+        25.0
+        >>> plt.close(fig)
+    """
+    sizes = [t.get_fontsize() for t in _shown_texts(fig)]
+    return round(min(sizes) * fig.dpi / 72, 1) if sizes else 0.0
+
+
+def describe_figure(fig: Figure) -> str:
+    """Alt text for a figure, from its own words: title, panel titles, axis labels, legend.
+
+    Screen readers and a page whose images did not load show this text; it says what the
+    figure is about without guessing at what it shows.
+
+    Example:
+        >>> fig, (a, b) = plt.subplots(1, 2)
+        >>> _ = fig.suptitle("dog"); _ = a.set_title("image"); _ = b.set_title("Grad-CAM")
+        >>> _ = b.set_xlabel("x")
+        >>> describe_figure(fig)
+        'Figure: dog. 2 panels: image; Grad-CAM (x).'
+        >>> plt.close(fig)
+    """
+    parts = []
+    suptitle = getattr(fig, "_suptitle", None)
+    if suptitle is not None and suptitle.get_text().strip():
+        parts.append(f"Figure: {suptitle.get_text().strip()}.")
+    else:
+        parts.append("Figure.")
+    panels, bars = [], []
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        if ax.get_label() == "<colorbar>":
+            label = ax.get_ylabel() or ax.get_xlabel()
+            bars.append(f"colour bar{f' ({label})' if label else ''}")
+            continue
+        title = " ".join(t.get_text() for t in (ax._left_title, ax.title, ax._right_title))
+        title = " ".join(title.split())
+        labels = [ax.get_xlabel(), ax.get_ylabel()] if ax.axison else []
+        labels = [label for label in labels if label]
+        if ax.get_legend() is not None:
+            labels.append("legend: " + ", ".join(t.get_text() for t in ax.get_legend().get_texts()))
+        kind = title or ("image" if ax.get_images() else "plot")
+        panels.append(kind + (f" ({'; '.join(labels)})" if labels else ""))
+    if len(panels) == 1:
+        parts.append(f"{panels[0][0].upper()}{panels[0][1:]}.")
+    elif panels:
+        parts.append(f"{len(panels)} panels: {'; '.join(panels)}.")
+    if bars:
+        parts.append(f"With {', '.join(bars)}.")
+    return " ".join(parts)
+
+
+def register_figure_metadata(shell: Any = None) -> None:
+    """Attach alt text and the smallest text size to every figure an IPython kernel shows.
+
+    The figure's PNG output then carries ``{"alt": describe_figure(fig), "min_font_px":
+    smallest_text_px(fig)}`` as metadata; ``make course`` turns it into the ``<img>``'s ``alt``
+    and checks the text size on the slides. The kernel that builds the course calls this at
+    start-up; it changes nothing else about how figures are drawn or shown.
+
+    Args:
+        shell: the IPython shell; default the running one.
+
+    Raises:
+        RuntimeError: outside IPython.
+    """
+    if shell is None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    if shell is None:
+        raise RuntimeError("register_figure_metadata needs a running IPython shell")
+
+    def metadata(fig: Figure, include: Any = None, exclude: Any = None) -> tuple[dict, dict]:
+        return {}, {
+            "image/png": {"alt": describe_figure(fig), "min_font_px": smallest_text_px(fig)}
+        }
+
+    shell.display_formatter.mimebundle_formatter.for_type(Figure, metadata)
