@@ -34,6 +34,7 @@ import torch
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
+from matplotlib.colorbar import Colorbar
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.text import Text
@@ -41,6 +42,7 @@ from PIL import Image
 
 __all__ = [
     "DEFAULT_CMAP",
+    "add_colorbar",
     "as_display_image",
     "colormap_lightness",
     "describe_figure",
@@ -254,11 +256,22 @@ def format_title(
     return image_name or label
 
 
-def _add_colorbar(ax: Axes, cmap: str | Colormap, vmin: float, vmax: float) -> None:
+def add_colorbar(
+    ax: Axes, cmap: str | Colormap = DEFAULT_CMAP, vmin: float = 0.0, vmax: float = 1.0
+) -> Colorbar:
+    """Add a colour bar labelled "importance" next to a heatmap overlay drawn on ``ax``.
+
+    An overlay's colours mean nothing without it: the bar says which colour is 0 (no
+    evidence) and which is 1 (the map's maximum).
+
+    Returns:
+        The colour bar (``bar.ax`` is its axes).
+    """
     mappable = ScalarMappable(Normalize(vmin, vmax), _get_cmap(cmap))
     bar = ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
-    bar.set_label("importance", fontsize=12)
-    bar.ax.tick_params(labelsize=11)
+    bar.set_label("importance", fontsize=TITLE_SIZE)
+    bar.ax.tick_params(labelsize=TITLE_SIZE - 1)
+    return bar
 
 
 def show_overlay(
@@ -302,7 +315,7 @@ def show_overlay(
     ax.set_title(title or format_title(image_name, class_name, probability), fontsize=TITLE_SIZE)
     ax.axis("off")
     if colorbar:
-        _add_colorbar(ax, cmap, vmin, vmax)
+        add_colorbar(ax, cmap, vmin, vmax)
     return ax
 
 
