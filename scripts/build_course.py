@@ -6,8 +6,8 @@ Writes, from ``notebooks/NN_*.ipynb``:
 * ``build/course/NN_name.slides.html`` -- a reveal.js deck of each notebook for a 1280x720
   projector; cells without a ``metadata.slideshow.slide_type`` are tagged on the fly by
   ``scripts/tag_slides.py``'s rules (the notebook files are not changed);
-* ``build/course/assets/`` -- MathJax (from the ``jupyter-server-mathjax`` package) and
-  reveal.js (``third_party/reveal.js``): the pages and decks load nothing from the network;
+* ``build/course/assets/`` -- MathJax and reveal.js (pinned copies in ``third_party/``): the
+  pages and decks load nothing from the network;
 * ``build/course/index.html`` -- the course map: title, one-line description and links;
 * ``build/student/NN_name.ipynb`` -- the notebooks with every ``### BEGIN SOLUTION`` ...
   ``### END SOLUTION`` block replaced by ``raise NotImplementedError  # your code here`` and all
@@ -41,7 +41,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import jupyter_server_mathjax
 import nbformat
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter, SlidesExporter
@@ -55,8 +54,7 @@ END = "### END SOLUTION"
 PLACEHOLDER = "raise NotImplementedError  # your code here"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 ASSETS = "assets"  # folder next to the pages, and its URL relative to them
-MATHJAX = Path(jupyter_server_mathjax.__file__).parent / "static"
-REVEAL = ROOT / "third_party" / "reveal.js"
+THIRD_PARTY = ROOT / "third_party"  # pinned copies with their licences (see its README)
 DECK_CODE_LINES = 16
 """A code cell longer than this shows only its output on a slide (the page shows all)."""
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -276,9 +274,9 @@ def deck_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 def copy_assets(course: Path) -> None:
     """Put MathJax and reveal.js in ``course/assets`` (replacing what was there)."""
     assets = course / ASSETS
-    for source, name in [(MATHJAX, "mathjax"), (REVEAL, "reveal.js")]:
+    for name in ("mathjax", "reveal.js"):
         shutil.rmtree(assets / name, ignore_errors=True)
-        shutil.copytree(source, assets / name)
+        shutil.copytree(THIRD_PARTY / name, assets / name)
 
 
 def _exporter(kind: type[HTMLExporter], template: str) -> HTMLExporter:

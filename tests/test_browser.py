@@ -124,9 +124,11 @@ def _check_math(page, html: str) -> list[str]:
     )
     raw = [m.group(0)[:40] for text in texts for m in [RAW_MATH.search(text)] if m]
     typeset = page.locator(".MathJax_CHTML, .MathJax_Display, mjx-container").count()
-    expects_math = "$" in "".join(
-        re.findall(r'jp-RenderedMarkdown[^"]*"[^>]*>(.*?)</div>', html, re.S)
+    body = html[html.find("<main") :]  # the notebook's cells, not the head's scripts and CSS
+    markdown = re.findall(
+        r'<div class="jp-RenderedHTMLCommon jp-RenderedMarkdown[^>]*>(.*?)</div>', body, re.S
     )
+    expects_math = any(RAW_MATH.search(text) or "$$" in text for text in markdown)
     problems = [f"math not typeset: {r!r}" for r in raw]
     if expects_math and not typeset:
         problems.append("the page has math but MathJax typeset nothing")
@@ -153,7 +155,15 @@ def test_every_page_works_offline(course: Path, browser) -> None:
         visit.close()
         if problems:
             failures[path.name] = problems
-    assert not failures, failures
+    _fail_with(failures)
+
+
+def _fail_with(failures: dict[str, list[str]]) -> None:
+    """Fail listing every problem of every page (an assert's repr would be truncated)."""
+    if failures:
+        pytest.fail(
+            "\n".join(f"{name}:\n  " + "\n  ".join(problems) for name, problems in failures.items())
+        )
 
 
 def test_no_machine_path_in_any_page(course: Path) -> None:
@@ -218,7 +228,7 @@ def test_every_deck_works_offline_and_fits_a_projector(course: Path, browser) ->
         visit.close()
         if problems:
             failures[path.name] = problems
-    assert not failures, failures
+    _fail_with(failures)
 
 
 def _screenshots(page, path: Path, slides: list[dict]) -> None:

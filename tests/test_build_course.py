@@ -128,11 +128,11 @@ def test_main_without_execution_writes_pages_index_and_student_copy(tmp_path):
         "assets",
         "index.html",
     ]
-    assert (course / "assets" / "mathjax" / "MathJax.js").is_file()
+    assert (course / "assets" / "mathjax" / "tex-svg-full.js").is_file()
     assert (course / "assets" / "reveal.js" / "dist" / "reveal.js").is_file()
     for page in ("04_pooling.html", "04_pooling.slides.html"):
         text = (course / page).read_text(encoding="utf-8")
-        assert "assets/mathjax/MathJax.js" in text
+        assert "assets/mathjax/tex-svg-full.js" in text
         assert not re.search(r"(src|href)=\"(https?:)?//", text), f"{page} loads from the web"
     assert '<a href="04_pooling.slides.html">slides</a>' in (course / "index.html").read_text()
     copy = nbformat.read(student / "04_pooling.ipynb", as_version=4)
