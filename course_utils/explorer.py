@@ -51,8 +51,8 @@ __all__ = [
     "METHODS",
     "BundleLike",
     "Explanation",
-    "Explorer",
     "ExplanationFigure",
+    "Explorer",
     "class_cams",
     "explain",
     "explorer",
@@ -369,6 +369,7 @@ class ExplanationFigure:
     DPI = 100
 
     def __init__(self, figure: Figure | None = None) -> None:
+        """Lay out the axes, the colour bar and two empty images."""
         self.figure = figure or Figure(figsize=self.SIZE, dpi=self.DPI)
         width, height = (self.DPI * side for side in self.SIZE)
 

@@ -20,7 +20,10 @@ Choices made here, and why:
 * **Gradients are normalised per image for display** (:func:`gradient_to_image`): raw
   guided-backprop gradients are tiny and their scale differs from image to image, so each
   image is divided by its own robust maximum and centred on grey.
-* **Lecture-size text**: panel titles 14 pt, figure titles 16 pt, 4-inch panels.
+* **Lecture-size text, figures no wider than they are shown**: panel titles 14 pt, figure
+  titles 16 pt, labels 12 pt, panels up to 4 inches but a figure at most
+  :data:`FIGURE_WIDTH` (11.5 in = 1150 px, the width of a course page or slide), so the text
+  is not scaled down on the screen.
 """
 
 from __future__ import annotations
@@ -63,7 +66,11 @@ DEFAULT_CMAP = "inferno"
 
 TITLE_SIZE = 14
 SUPTITLE_SIZE = 16
-PANEL_SIZE = 4.0  # inches per panel; text stays readable when projected
+PANEL_SIZE = 4.0  # inches per panel at most
+FIGURE_WIDTH = 11.5
+"""Widest figure, in inches: 1150 px at 100 dpi, the width a course page or slide shows it at,
+so a figure is not scaled down and its 14 pt (19 px) titles stay 19 px on the screen."""
+LABEL_SIZE = 12
 
 ImageLike = Image.Image | np.ndarray | torch.Tensor
 ArrayLike = np.ndarray | torch.Tensor
@@ -181,6 +188,7 @@ def _grid_figsize(
     """Figure size giving each panel the image's aspect ratio, plus room for titles."""
     height, width = image_hw
     panel_w = PANEL_SIZE * min(max(width / height, 1.0), 1.5)
+    panel_w = min(panel_w, (FIGURE_WIDTH - extra_width) / ncols)
     panel_h = panel_w * height / width + 0.5
     return panel_w * ncols + extra_width, panel_h * nrows + 0.5
 
@@ -270,7 +278,7 @@ def add_colorbar(
     mappable = ScalarMappable(Normalize(vmin, vmax), _get_cmap(cmap))
     bar = ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
     bar.set_label("importance", fontsize=TITLE_SIZE)
-    bar.ax.tick_params(labelsize=TITLE_SIZE - 1)
+    bar.ax.tick_params(labelsize=LABEL_SIZE)
     return bar
 
 
@@ -616,7 +624,7 @@ def jet_comparison(
         raise ValueError("cmaps is empty")
     values = np.linspace(0, 1, 256)
     fig, axes = plt.subplots(
-        len(cmaps), 3, figsize=(3 * PANEL_SIZE, PANEL_SIZE * len(cmaps)), squeeze=False
+        len(cmaps), 3, figsize=(FIGURE_WIDTH, FIGURE_WIDTH / 3 * len(cmaps)), squeeze=False
     )
     for row, cmap in zip(axes, cmaps, strict=True):
         colormap = _get_cmap(cmap)
@@ -630,11 +638,11 @@ def jet_comparison(
             ax.axis("off")
         lightness = colormap_lightness(colormap, len(values))
         row[2].scatter(values, lightness, c=values, cmap=colormap, s=12)
-        row[2].set_xlabel("map value", fontsize=12)
-        row[2].set_ylabel("lightness L*", fontsize=12)
+        row[2].set_xlabel("map value", fontsize=LABEL_SIZE)
+        row[2].set_ylabel("lightness L*", fontsize=LABEL_SIZE)
         row[2].set_ylim(0, 100)
         row[2].set_title(f"{name}: lightness vs value", fontsize=TITLE_SIZE)
-        row[2].tick_params(labelsize=11)
+        row[2].tick_params(labelsize=LABEL_SIZE)
     fig.tight_layout()
     return fig
 

@@ -214,9 +214,25 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int) -> str | None:
 
 
 def _widget_outputs(model_id: str, state: dict) -> list[dict]:
-    """The outputs shown by a widget and its children (the ``Output`` widgets' contents)."""
-    model = state.get(model_id, {}).get("state", {})
+    """What a widget and its children show, as outputs: ``Output`` contents, ``Image`` PNGs.
+
+    An ``Image`` widget's bytes are stored as a base64 buffer; its ``tooltip`` (the explorer
+    puts :func:`course_utils.viz.describe_figure` there) becomes the picture's alt text.
+    """
+    widget = state.get(model_id, {})
+    model = widget.get("state", {})
     outputs = list(model.get("outputs", []))
+    if model.get("_model_name") == "ImageModel" and model.get("format") == "png":
+        for buffer in widget.get("buffers", []):
+            if buffer.get("path") == ["value"] and buffer.get("encoding") == "base64":
+                alt = {"alt": model.get("tooltip") or "the widget's picture"}
+                outputs.append(
+                    nbformat.v4.new_output(
+                        "display_data",
+                        data={"image/png": buffer["data"]},
+                        metadata={"image/png": alt},
+                    )
+                )
     for child in model.get("children", []):
         outputs += _widget_outputs(str(child).removeprefix("IPY_MODEL_"), state)
     return outputs

@@ -155,10 +155,15 @@ def _widget_notebook() -> nbformat.NotebookNode:
         )
     ]
     figure = {"output_type": "display_data", "data": {"image/png": "iVBO"}, "metadata": {}}
+    picture = {"path": ["value"], "encoding": "base64", "data": "iVBOimage"}
     state = {
-        "box": {"state": {"children": ["IPY_MODEL_html", "IPY_MODEL_out"]}},
+        "box": {"state": {"children": ["IPY_MODEL_html", "IPY_MODEL_out", "IPY_MODEL_img"]}},
         "html": {"state": {"value": "12 ms"}},
         "out": {"state": {"outputs": [figure]}},
+        "img": {
+            "state": {"_model_name": "ImageModel", "format": "png", "tooltip": "Figure: dog."},
+            "buffers": [picture],
+        },
     }
     nb = nbformat.v4.new_notebook(cells=[cell])
     nb.metadata["widgets"] = {build_course.WIDGET_STATE: {"state": state}}
@@ -170,7 +175,9 @@ def test_static_widgets_show_what_the_widget_showed():
     assert build_course.static_widgets(nb) == 1
     outputs = nb.cells[0].outputs
     assert "JupyterLab" in outputs[0]["data"]["text/markdown"]
-    assert outputs[1]["data"]["image/png"] == "iVBO" and len(outputs) == 2
+    assert outputs[1]["data"]["image/png"] == "iVBO" and len(outputs) == 3
+    assert outputs[2]["data"]["image/png"] == "iVBOimage"
+    assert outputs[2]["metadata"]["image/png"]["alt"] == "Figure: dog."
     assert "widgets" not in nb.metadata
     assert all(build_course.WIDGET_VIEW not in o.get("data", {}) for o in outputs)
 

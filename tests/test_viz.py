@@ -17,14 +17,17 @@ from course_utils.viz import (
     DEFAULT_CMAP,
     as_display_image,
     colormap_lightness,
+    describe_figure,
     format_title,
     gradient_to_image,
     jet_comparison,
     overlay,
+    register_figure_metadata,
     show_gradients,
     show_maps,
     show_overlay,
     show_values,
+    smallest_text_px,
 )
 
 H, W = 6, 10  # non-square on purpose: (H, W) vs (W, H) mix-ups must show
@@ -258,3 +261,52 @@ def test_jet_comparison_rows_and_titles():
     assert jet_brightness.max() > centre + 30
     uniform_brightness = fig.axes[4].get_images()[0].get_array()
     assert uniform_brightness[64, 64] == pytest.approx(uniform_brightness.max())
+
+
+# ------------------------------------------------------------------ figures on web pages
+
+
+def test_describe_figure_uses_the_figures_own_words(image, heat):
+    fig = show_maps(image, {"Grad-CAM": heat}, image_name="cat", class_name="tabby")
+    assert describe_figure(fig) == "Figure: cat: tabby. 2 panels: image; Grad-CAM."
+    ax = show_overlay(image, heat, title="overlay")
+    assert describe_figure(ax.figure) == "Figure. Overlay. With colour bar (importance)."
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], label="Grad-CAM")
+    ax.set_xlabel("layer")
+    ax.legend()
+    assert describe_figure(fig) == "Figure. Plot (layer; legend: Grad-CAM)."
+
+
+def test_smallest_text_px_counts_shown_text_only(image, heat):
+    fig, ax = plt.subplots(dpi=100)
+    ax.set_title("big", fontsize=36)
+    ax.axis("off")  # tick labels hidden: they do not count
+    assert smallest_text_px(fig) == 50.0
+    ax.axis("on")
+    ax.tick_params(labelsize=9)
+    assert smallest_text_px(fig) == 12.5
+    fig = show_maps(image, {"a": heat, "b": heat, "c": heat, "d": heat})
+    assert smallest_text_px(fig) >= 19  # viz's titles: 14 pt at 100 dpi
+    assert fig.get_size_inches()[0] * fig.dpi <= 1150  # no wider than a page or slide shows
+
+
+def test_register_figure_metadata_attaches_alt_and_text_size(image, heat):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.pylabtools import select_figure_formats
+
+    shell = InteractiveShell.instance()
+    try:
+        select_figure_formats(shell, {"png"})  # as the inline backend does in a kernel
+        register_figure_metadata(shell)
+        fig = show_maps(image, {"Grad-CAM": heat}, image_name="cat")
+        data, metadata = shell.display_formatter.format(fig)
+        assert "image/png" in data
+        assert metadata["image/png"] == {
+            "alt": describe_figure(fig),
+            "min_font_px": smallest_text_px(fig),
+        }
+    finally:
+        InteractiveShell.clear_instance()
+    with pytest.raises(RuntimeError, match="IPython"):
+        register_figure_metadata()
