@@ -42,7 +42,8 @@ lab: $(STAMP)
 assignments: $(STAMP)
 	$(PY) assignments/build.py
 
-# Executed HTML pages + reveal.js decks in build/course/, student copies in build/student/.
+# Executed HTML pages + reveal.js decks in build/course/ (offline: assets from third_party/),
+# student copies in build/student/.
 course: $(STAMP)
 	$(PY) scripts/build_course.py
 
@@ -51,6 +52,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_peers.py
 	$(PY) benchmarks/bench_shapes.py
 	$(PY) benchmarks/bench_notebooks.py
+	$(PY) benchmarks/bench_explorer.py
 
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache
