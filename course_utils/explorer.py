@@ -373,7 +373,9 @@ class ExplanationFigure:
         self.figure = figure or Figure(figsize=self.SIZE, dpi=self.DPI)
         width, height = (self.DPI * side for side in self.SIZE)
 
-        def box(left: float, bottom: float, w: float, h: float) -> tuple[float, ...]:
+        def box(
+            left: float, bottom: float, w: float, h: float
+        ) -> tuple[float, float, float, float]:
             return (left / width, bottom / height, w / width, h / height)
 
         # Fixed positions, in pixels: no layout engine runs on an update.
@@ -487,6 +489,7 @@ class Explorer:
         classes: Sequence[int | str] = (),
         start: str | None = None,
     ) -> None:
+        """Check the configuration now: nothing should fail in the middle of a lecture."""
         if images is None:
             from .data import list_photos, load_photo
 
@@ -714,6 +717,8 @@ class Explorer:
         key = (image_name, c["method"].value, c["class"].value, layer)
         cached = key in self._views
         if not cached:
+            if self._figure is None:
+                raise RuntimeError("the explorer's widgets are not built; display it first")
             computed_before = len(self._cache)
             explanation = self.explain(image_name, c["method"].value, c["class"].value, layer)
             compute = time.perf_counter() - start

@@ -219,7 +219,8 @@ def overlay(
         heatmap: ``(H, W)`` float map, values in ``[vmin, vmax]``.
         cmap: colormap name or object.
         alpha: weight of the heatmap, in [0, 1].
-        vmin, vmax: the values shown as the colormap's two ends.
+        vmin: the value shown as the colormap's low end.
+        vmax: the value shown as the colormap's high end.
 
     Returns:
         Float ``(H, W, 3)`` array in [0, 1].
@@ -300,9 +301,16 @@ def show_overlay(
     """Draw one heatmap over its image, titled with image name, class and probability.
 
     Args:
-        image, heatmap, cmap, alpha, vmin, vmax: as in :func:`overlay`.
-        image_name, class_name, probability: composed into the title by
-            :func:`format_title`; ``title`` overrides them.
+        image: as in :func:`overlay`.
+        heatmap: as in :func:`overlay`.
+        image_name: the image's name, for the title.
+        class_name: the explained class, for the title.
+        probability: the model's probability of that class, for the title.
+        title: overrides the title composed by :func:`format_title` from the three above.
+        cmap: as in :func:`overlay`.
+        alpha: as in :func:`overlay`.
+        vmin: as in :func:`overlay`.
+        vmax: as in :func:`overlay`.
         colorbar: add a colour bar, so the reader can see what the colours mean.
         ax: axes to draw on; a new ``PANEL_SIZE`` figure is created when ``None``.
 
@@ -348,8 +356,11 @@ def show_maps(
     Args:
         image: the image explained (see :func:`as_display_image`).
         maps: panel title -> map, in display order.
-        image_name, class_name, probability: the figure title (:func:`format_title`).
-        cmap, alpha: for the 2-D maps.
+        image_name: the image's name, for the figure title (:func:`format_title`).
+        class_name: the explained class, for the figure title.
+        probability: the model's probability of that class, for the figure title.
+        cmap: colormap of the 2-D maps.
+        alpha: weight of the 2-D maps over the image.
         show_image: start with a panel of the plain image.
         ncols: panels per row (default: all on one row, at most 4).
 
@@ -519,7 +530,8 @@ def show_values(
         values: ``(rows, cols)`` array or tensor.
         title: panel title.
         cmap: colormap; the default diverging ``"RdBu_r"`` shows positive red, negative blue.
-        vmin, vmax: the colour scale; by default symmetric around 0, ``±max|values|``.
+        vmin: low end of the colour scale; by default ``-max|values|``.
+        vmax: high end of the colour scale; by default ``max|values|`` (symmetric around 0).
         fmt: format spec of the numbers (``".0f"``, ``".2g"``, ...).
         fontsize: of the numbers.
 
@@ -662,7 +674,7 @@ def _shown_texts(fig: Figure) -> list[Text]:
     for ax in fig.axes:
         if not ax.get_visible():
             continue
-        texts += [ax.title, ax._left_title, ax._right_title, *ax.texts]
+        texts += [ax.title, *ax.texts]
         if ax.axison:
             texts += [ax.xaxis.label, ax.yaxis.label]
             texts += [t for t in ax.get_xticklabels() + ax.get_yticklabels() if t.get_visible()]
@@ -688,7 +700,7 @@ def smallest_text_px(fig: Figure) -> float:
         25.0
         >>> plt.close(fig)
     """
-    sizes = [t.get_fontsize() for t in _shown_texts(fig)]
+    sizes = [float(t.get_fontsize()) for t in _shown_texts(fig)]
     return round(min(sizes) * fig.dpi / 72, 1) if sizes else 0.0
 
 
@@ -720,12 +732,13 @@ def describe_figure(fig: Figure) -> str:
             label = ax.get_ylabel() or ax.get_xlabel()
             bars.append(f"colour bar{f' ({label})' if label else ''}")
             continue
-        title = " ".join(t.get_text() for t in (ax._left_title, ax.title, ax._right_title))
+        title = " ".join(ax.get_title(loc) for loc in ("left", "center", "right"))
         title = " ".join(title.split())
         labels = [ax.get_xlabel(), ax.get_ylabel()] if ax.axison else []
         labels = [label for label in labels if label]
-        if ax.get_legend() is not None:
-            labels.append("legend: " + ", ".join(t.get_text() for t in ax.get_legend().get_texts()))
+        legend = ax.get_legend()
+        if legend is not None:
+            labels.append("legend: " + ", ".join(t.get_text() for t in legend.get_texts()))
         kind = title or ("image" if ax.get_images() else "plot")
         panels.append(kind + (f" ({'; '.join(labels)})" if labels else ""))
     if len(panels) == 1:
