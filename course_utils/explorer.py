@@ -45,6 +45,7 @@ from .viz import (
     format_title,
     gradient_to_image,
     overlay,
+    smallest_text_px,
 )
 
 __all__ = [
@@ -431,9 +432,19 @@ class ExplanationFigure:
         ax.set_title("top classes", fontsize=TITLE_SIZE)
 
     def png(self) -> bytes:
-        """The figure as PNG bytes, as the explorer's image widget shows it (fast zlib level)."""
+        """The figure as PNG bytes, as the explorer's image widget shows it (fast zlib level).
+
+        The PNG carries its alt text (``Description``) and smallest text size
+        (``min_font_px``), which the rendered course uses for its static copy of the app.
+        """
         buffer = io.BytesIO()
-        self.figure.savefig(buffer, format="png", dpi=self.DPI, pil_kwargs={"compress_level": 1})
+        info = {
+            "Description": describe_figure(self.figure),
+            "min_font_px": f"{smallest_text_px(self.figure)}",
+        }
+        self.figure.savefig(
+            buffer, format="png", dpi=self.DPI, metadata=info, pil_kwargs={"compress_level": 1}
+        )
         return buffer.getvalue()
 
 

@@ -24,15 +24,17 @@ the script then exits with status 1, so ``make course`` fails loudly.
 
 Widgets cannot run without a kernel, so a widget output (the explorer of 08) is replaced by
 what it showed when the notebook ran -- its output area's figure -- with a note that it is
-interactive in JupyterLab. Figures carry alt text and their smallest text size
-(:func:`course_utils.viz.register_figure_metadata`, run in the building kernel).
+interactive in JupyterLab. Figures are drawn with lecture-size text and carry alt text and
+their smallest text size (:data:`KERNEL_START`).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import html
+import io
 import re
 import shutil
 import sys
@@ -45,6 +47,7 @@ import nbformat
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter, SlidesExporter
 from nbconvert.preprocessors import ExecutePreprocessor
+from PIL import Image as PILImage
 from tag_slides import tag_notebook
 from traitlets.config import Config
 
@@ -59,7 +62,13 @@ DECK_CODE_LINES = 16
 """A code cell longer than this shows only its output on a slide (the page shows all)."""
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
-KERNEL_START = "__import__('course_utils.viz').viz.register_figure_metadata()"
+KERNEL_START = [
+    "import matplotlib as _mpl, course_utils.viz as _viz",
+    "_mpl.rcParams.update(_viz.LECTURE_RC); _viz.register_figure_metadata()",
+    "del _mpl, _viz",
+]
+"""Run by the building kernel before the first cell: lecture-size figure text
+(:data:`course_utils.viz.LECTURE_RC`), alt text and text size on every figure."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,8 +203,8 @@ def title_and_description(nb: nbformat.NotebookNode) -> tuple[str, str]:
 def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int) -> str | None:
     """Run ``nb`` in place; return ``None``, or the error text of the failing cell.
 
-    The kernel talks over local sockets (IPC) in a temporary folder rather than TCP ports, and
-    registers the figure metadata (alt text, text size) before the first cell.
+    The kernel talks over local sockets (IPC) in a temporary folder rather than TCP ports (no
+    "running over TCP without encryption" warning), and runs :data:`KERNEL_START` first.
     """
     with tempfile.TemporaryDirectory(prefix="course-kernel-") as sockets:
         config = Config({"KernelManager": {"transport": "ipc", "ip": f"{sockets}/kernel"}})
@@ -203,7 +212,7 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int) -> str | None:
             timeout=timeout,
             kernel_name="python3",
             store_widget_state=True,
-            extra_arguments=[f"--IPKernelApp.exec_lines={[KERNEL_START]!r}"],
+            extra_arguments=[f"--IPKernelApp.exec_lines={KERNEL_START!r}"],
             config=config,
         )
         try:
@@ -225,17 +234,28 @@ def _widget_outputs(model_id: str, state: dict) -> list[dict]:
     if model.get("_model_name") == "ImageModel" and model.get("format") == "png":
         for buffer in widget.get("buffers", []):
             if buffer.get("path") == ["value"] and buffer.get("encoding") == "base64":
-                alt = {"alt": model.get("tooltip") or "the widget's picture"}
-                outputs.append(
-                    nbformat.v4.new_output(
-                        "display_data",
-                        data={"image/png": buffer["data"]},
-                        metadata={"image/png": alt},
-                    )
-                )
+                outputs.append(_png_output(buffer["data"], model.get("tooltip")))
     for child in model.get("children", []):
         outputs += _widget_outputs(str(child).removeprefix("IPY_MODEL_"), state)
     return outputs
+
+
+def _png_output(data: str, alt: str | None) -> nbformat.NotebookNode:
+    """A PNG display output; alt text and text size from the PNG's own text chunks if any.
+
+    The explorer writes ``Description`` (alt text) and ``min_font_px`` into its PNGs
+    (:meth:`course_utils.explorer.ExplanationFigure.png`).
+    """
+    metadata: dict[str, object] = {"alt": alt or "the widget's picture"}
+    with PILImage.open(io.BytesIO(base64.b64decode(data))) as picture:
+        chunks = getattr(picture, "text", {})
+    if chunks.get("Description"):
+        metadata["alt"] = chunks["Description"]
+    if chunks.get("min_font_px"):
+        metadata["min_font_px"] = float(chunks["min_font_px"])
+    return nbformat.v4.new_output(
+        "display_data", data={"image/png": data}, metadata={"image/png": metadata}
+    )
 
 
 def static_widgets(nb: nbformat.NotebookNode) -> int:

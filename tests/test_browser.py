@@ -191,7 +191,8 @@ def _slides(page) -> list[dict]:
             out.push({h, v, height: slide.scrollHeight, width: slide.scrollWidth,
                       heading: (slide.querySelector('h1,h2,h3') || {}).textContent || '',
                       figures: imgs.map(i => ({scale: parseFloat(i.dataset.scale),
-                                               font: parseFloat(i.dataset.minFontPx)}))});
+                                               font: parseFloat(i.dataset.minFontPx),
+                                               alt: i.alt.slice(0, 70)}))});
         }
         return out;
     }"""
@@ -219,7 +220,10 @@ def test_every_deck_works_offline_and_fits_a_projector(course: Path, browser) ->
             for figure in s["figures"]:
                 shown = figure["scale"] * figure["font"]
                 if not shown >= MIN_FIGURE_TEXT_PX:
-                    problems.append(f"{where}: figure text {shown:.1f} px < {MIN_FIGURE_TEXT_PX}")
+                    problems.append(
+                        f"{where}: figure text {shown:.1f} px < {MIN_FIGURE_TEXT_PX}"
+                        f" ({figure['alt']!r})"
+                    )
         for image in _images(page):
             if not image["ok"] or not image["alt"] or image["alt"] == PLACEHOLDER_ALT:
                 problems.append(f"image not loaded or without alt text: {image['src']}")

@@ -6,7 +6,9 @@ The rendered course itself is checked in Chromium by tests/test_browser.py.
 from __future__ import annotations
 
 import ast
+import base64
 import importlib.util
+import io
 import re
 import sys
 from pathlib import Path
@@ -145,6 +147,18 @@ def test_main_without_execution_writes_pages_index_and_student_copy(tmp_path):
 # ------------------------------------------------------------------ widgets, decks, tags
 
 
+def _png(text: dict[str, str]) -> str:
+    """A tiny base64 PNG with the given text chunks."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(buffer, format="png", pnginfo=info)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
 def _widget_notebook() -> nbformat.NotebookNode:
     """A cell whose output is a VBox holding an Output widget that showed a figure."""
     view = {"model_id": "box", "version_major": 2, "version_minor": 0}
@@ -155,7 +169,7 @@ def _widget_notebook() -> nbformat.NotebookNode:
         )
     ]
     figure = {"output_type": "display_data", "data": {"image/png": "iVBO"}, "metadata": {}}
-    picture = {"path": ["value"], "encoding": "base64", "data": "iVBOimage"}
+    picture = {"path": ["value"], "encoding": "base64", "data": _png({"min_font_px": "18.1"})}
     state = {
         "box": {"state": {"children": ["IPY_MODEL_html", "IPY_MODEL_out", "IPY_MODEL_img"]}},
         "html": {"state": {"value": "12 ms"}},
@@ -167,17 +181,19 @@ def _widget_notebook() -> nbformat.NotebookNode:
     }
     nb = nbformat.v4.new_notebook(cells=[cell])
     nb.metadata["widgets"] = {build_course.WIDGET_STATE: {"state": state}}
-    return nb
+    return nb, picture
 
 
 def test_static_widgets_show_what_the_widget_showed():
-    nb = _widget_notebook()
+    nb, picture = _widget_notebook()
     assert build_course.static_widgets(nb) == 1
     outputs = nb.cells[0].outputs
     assert "JupyterLab" in outputs[0]["data"]["text/markdown"]
     assert outputs[1]["data"]["image/png"] == "iVBO" and len(outputs) == 3
-    assert outputs[2]["data"]["image/png"] == "iVBOimage"
-    assert outputs[2]["metadata"]["image/png"]["alt"] == "Figure: dog."
+    assert outputs[2]["data"]["image/png"] == picture["data"]
+    assert outputs[2]["metadata"]["image/png"] == {"alt": "Figure: dog.", "min_font_px": 18.1}
+    described = build_course._png_output(_png({"Description": "Figure: cat."}), "tooltip")
+    assert described["metadata"]["image/png"] == {"alt": "Figure: cat."}  # the PNG's own words
     assert "widgets" not in nb.metadata
     assert all(build_course.WIDGET_VIEW not in o.get("data", {}) for o in outputs)
 
