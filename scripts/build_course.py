@@ -48,7 +48,7 @@ from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter, SlidesExporter
 from nbconvert.preprocessors import ExecutePreprocessor
 from PIL import Image as PILImage
-from tag_slides import tag_notebook
+from tag_slides import draws_figure, tag_notebook
 from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +60,8 @@ ASSETS = "assets"  # folder next to the pages, and its URL relative to them
 THIRD_PARTY = ROOT / "third_party"  # pinned copies with their licences (see its README)
 DECK_CODE_LINES = 16
 """A code cell longer than this shows only its output on a slide (the page shows all)."""
+DECK_FIGURE_CODE_LINES = 4
+"""The same for a cell that draws a figure: the figure needs the slide's height."""
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 KERNEL_START = [
@@ -296,13 +298,17 @@ def deck_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy of the executed ``nb`` for slides: every cell tagged, long code inputs hidden.
 
     Cells without a slide type get one from :func:`tag_slides.tag_notebook`. A code cell of
-    more than :data:`DECK_CODE_LINES` lines would not fit on a slide next to its output, so
-    the deck shows its output only (``transient.remove_source``); the page shows everything.
+    more than :data:`DECK_CODE_LINES` lines (:data:`DECK_FIGURE_CODE_LINES` if it draws a
+    figure) would crowd its output off the slide, so the deck shows its output only
+    (``transient.remove_source``); the page shows everything.
     """
     nb = copy.deepcopy(nb)
     tag_notebook(nb)
     for cell in nb.cells:
-        if cell.cell_type == "code" and len(cell.source.splitlines()) > DECK_CODE_LINES:
+        if cell.cell_type != "code":
+            continue
+        limit = DECK_FIGURE_CODE_LINES if draws_figure(cell.source) else DECK_CODE_LINES
+        if len(cell.source.splitlines()) > limit:
             cell.metadata["transient"] = {"remove_source": True}
     return nb
 

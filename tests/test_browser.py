@@ -199,28 +199,37 @@ def _slides(page) -> list[dict]:
     )
 
 
-def test_every_deck_works_offline_and_fits_a_projector(course: Path, browser) -> None:
-    decks = _pages(course, slides=True)
-    assert len(decks) == len(_pages(course, slides=False)), "every notebook needs a deck"
+NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SMALL_TEXT_ELSEWHERE: dict[str, str] = {}
+"""Notebooks whose own plotting code sets figure text too small for a projector (explicit
+``fontsize=`` below 11 pt, or figures far wider than a slide): not this test's to fix, so
+their check is an expected failure that names the figures; remove an entry once fixed."""
+
+
+@pytest.fixture(scope="session")
+def decks(course: Path, browser) -> dict[str, dict[str, list[str]]]:
+    """Visit every deck once: ``{stem: {"problems": [...], "small_text": [...]}}``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    failures = {}
-    for path in decks:
+    results = {}
+    for path in _pages(course, slides=True):
         visit = Visit(browser, path)
         page = visit.page
         page.wait_for_selector("body[data-reveal=ready]", state="attached", timeout=30_000)
         problems = _check_math(page, path.read_text(encoding="utf-8"))
-        assert page.evaluate("Reveal.isReady()"), path.name
+        if not page.evaluate("Reveal.isReady()"):
+            problems.append("reveal.js is not initialised")
         slides = _slides(page)
         if len(slides) < 3:
             problems.append(f"only {len(slides)} slides: reveal.js did not cut the deck")
+        small_text = []
         for s in slides:
             where = f"slide {s['h']}.{s['v']} ({s['heading'][:40]!r})"
             if s["height"] > SLIDE_H + 1 or s["width"] > SLIDE_W + 1:
                 problems.append(f"{where} overflows: {s['width']}x{s['height']}")
             for figure in s["figures"]:
                 shown = figure["scale"] * figure["font"]
-                if not shown >= MIN_FIGURE_TEXT_PX:
-                    problems.append(
+                if not shown >= MIN_FIGURE_TEXT_PX:  # also catches a figure without the size
+                    small_text.append(
                         f"{where}: figure text {shown:.1f} px < {MIN_FIGURE_TEXT_PX}"
                         f" ({figure['alt']!r})"
                     )
@@ -228,11 +237,34 @@ def test_every_deck_works_offline_and_fits_a_projector(course: Path, browser) ->
             if not image["ok"] or not image["alt"] or image["alt"] == PLACEHOLDER_ALT:
                 problems.append(f"image not loaded or without alt text: {image['src']}")
         _screenshots(page, path, slides)
-        problems += visit.problems
         visit.close()
-        if problems:
-            failures[path.name] = problems
-    _fail_with(failures)
+        results[path.name.removesuffix(".slides.html")] = {
+            "problems": problems + visit.problems,
+            "small_text": small_text,
+        }
+    return results
+
+
+def test_every_deck_works_offline_and_fits_a_projector(course: Path, decks) -> None:
+    pages = [p.name.removesuffix(".html") for p in _pages(course, slides=False)]
+    assert sorted(decks) == sorted(pages), "every page needs its deck"
+    _fail_with({stem: r["problems"] for stem, r in decks.items() if r["problems"]})
+
+
+@pytest.mark.parametrize(
+    "stem",
+    [
+        pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=SMALL_TEXT_ELSEWHERE[s]))
+        if s in SMALL_TEXT_ELSEWHERE
+        else s
+        for s in NOTEBOOKS
+    ],
+)
+def test_deck_figure_text_is_at_least_14_px(decks, stem: str) -> None:
+    """Every figure's smallest text, at the scale the deck shows it, is at least 14 px."""
+    if stem not in decks:
+        pytest.skip(f"{stem} is not in this build")
+    _fail_with({stem: decks[stem]["small_text"]} if decks[stem]["small_text"] else {})
 
 
 def _screenshots(page, path: Path, slides: list[dict]) -> None:

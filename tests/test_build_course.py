@@ -205,9 +205,11 @@ def test_deck_tags_every_cell_and_hides_long_code_only_on_slides():
             nbformat.v4.new_markdown_cell("# 01 · Title"),
             nbformat.v4.new_code_cell(long_code + "\nprint(x0)"),
             nbformat.v4.new_code_cell("print(1)"),
+            nbformat.v4.new_code_cell("a = 1\nb = 2\nc = 3\nd = 4\nshow_maps(x, m);"),
         ]
     )
     deck = build_course.deck_notebook(nb)
+    assert deck.cells[3].metadata["transient"] == {"remove_source": True}  # figure: 5 > 4
     assert all(tag_slides.slide_type(c) for c in deck.cells)
     assert deck.cells[1].metadata["transient"] == {"remove_source": True}
     assert "transient" not in deck.cells[2].metadata
