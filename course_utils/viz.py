@@ -637,7 +637,7 @@ def jet_comparison(
         raise ValueError("cmaps is empty")
     values = np.linspace(0, 1, 256)
     fig, axes = plt.subplots(
-        len(cmaps), 3, figsize=(FIGURE_WIDTH, FIGURE_WIDTH / 3 * len(cmaps)), squeeze=False
+        len(cmaps), 3, figsize=(FIGURE_WIDTH, 3.1 * len(cmaps)), squeeze=False
     )
     for row, cmap in zip(axes, cmaps, strict=True):
         colormap = _get_cmap(cmap)
