@@ -52,9 +52,8 @@ def main() -> int:
     app = Explorer(bundle, photos, top_k=5, classes=["bicycle-built-for-two", "moving van"])
     start = time.perf_counter()
     _ = app.widget
-    print(
-        f"first view (widgets, forward, Grad-CAM, figure): {1000 * (time.perf_counter() - start):.0f} ms"
-    )
+    first_ms = 1000 * (time.perf_counter() - start)
+    print(f"first view (widgets, forward, Grad-CAM, figure): {first_ms:.0f} ms")
     controls = app.controls
     layers = layer_choices(bundle.model, bundle.target_layer)[-4:]
     times: dict[str, list[float]] = defaultdict(list)

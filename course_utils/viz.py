@@ -636,9 +636,7 @@ def jet_comparison(
     if not cmaps:
         raise ValueError("cmaps is empty")
     values = np.linspace(0, 1, 256)
-    fig, axes = plt.subplots(
-        len(cmaps), 3, figsize=(FIGURE_WIDTH, 3.1 * len(cmaps)), squeeze=False
-    )
+    fig, axes = plt.subplots(len(cmaps), 3, figsize=(FIGURE_WIDTH, 3.1 * len(cmaps)), squeeze=False)
     for row, cmap in zip(axes, cmaps, strict=True):
         colormap = _get_cmap(cmap)
         name = colormap.name

@@ -142,7 +142,7 @@ def test_show_overlay_title_colorbar_and_pixels(image, heat):
 
 
 def test_show_overlay_draws_on_given_axes(image, heat):
-    fig, axes = plt.subplots(1, 2)
+    _, axes = plt.subplots(1, 2)
     ax = show_overlay(image, heat, title="custom", colorbar=False, ax=axes[1])
     assert ax is axes[1] and ax.get_title() == "custom"
     assert not axes[0].get_images()
@@ -218,7 +218,7 @@ def test_show_gradients_rejects_bad_ncols():
 
 def test_show_values_writes_every_number_and_picks_readable_text():
     values = torch.tensor([[-6.0, -0.0, 6.0], [1.0, 2.5, -3.0]])
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     assert show_values(ax, values, "x") is ax
     assert ax.get_title() == "x"
     assert [t.get_text() for t in ax.texts] == ["-6", "0", "6", "1", "2", "-3"]  # no "-0"
@@ -230,7 +230,7 @@ def test_show_values_writes_every_number_and_picks_readable_text():
 
 
 def test_show_values_follows_a_sequential_colormap_and_format():
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     show_values(ax, np.array([[0.0, 0.25], [0.5, 1.0]]), cmap="inferno", vmin=0, vmax=1, fmt=".2g")
     assert [t.get_text() for t in ax.texts] == ["0", "0.25", "0.5", "1"]
     assert [t.get_color() for t in ax.texts] == ["white", "white", "white", "black"]
