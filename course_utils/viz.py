@@ -28,6 +28,7 @@ Choices made here, and why:
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -351,8 +352,9 @@ def show_maps(
     """Show the image and several explanations of it side by side.
 
     Each entry of ``maps`` becomes a panel titled with its key. A 2-D map ``(H, W)`` in
-    [0, 1] is overlaid with ``cmap``; an RGB array ``(H, W, 3)`` in [0, 1] (for example
-    :func:`gradient_to_image` of a guided-backprop gradient) is shown as it is.
+    [0, 1] is overlaid with ``cmap`` (the overlays share one colour bar); an RGB array
+    ``(H, W, 3)`` in [0, 1] (for example :func:`gradient_to_image` of a guided-backprop
+    gradient) is shown as it is.
 
     Args:
         image: the image explained (see :func:`as_display_image`).
@@ -371,13 +373,14 @@ def show_maps(
     Example:
         >>> fig = show_maps(np.zeros((8, 8, 3)), {"Grad-CAM": np.eye(8)}, class_name="cat")
         >>> [ax.get_title() for ax in fig.axes]
-        ['image', 'Grad-CAM']
+        ['image', 'Grad-CAM', '']
         >>> plt.close(fig)
     """
     if not maps:
         raise ValueError("maps is empty; give at least one {title: map}")
     rgb = as_display_image(image)
-    panels: list[tuple[str, np.ndarray]] = [("image", rgb)] if show_image else []
+    panels: list[tuple[str | None, np.ndarray]] = [("image", rgb)] if show_image else []
+    overlays = []
     for name, value in maps.items():
         array = _to_numpy(value)
         if array.ndim == 3 and array.shape[-1] == 3:
@@ -385,32 +388,49 @@ def show_maps(
             if array.shape[:2] != rgb.shape[:2]:
                 raise ValueError(f"map {name!r} is {array.shape[:2]}, image is {rgb.shape[:2]}")
         else:
+            overlays.append(len(panels))
             panels.append((name, overlay(rgb, array, cmap=cmap, alpha=alpha)))
-    return _panel_grid(panels, ncols, format_title(image_name, class_name, probability))
+    title = format_title(image_name, class_name, probability)
+    return _panel_grid(panels, ncols, title, colorbar_for=overlays, cmap=cmap)
 
 
 def _panel_grid(
-    panels: Sequence[tuple[str | None, np.ndarray]], ncols: int | None, suptitle: str | None
+    panels: Sequence[tuple[str | None, np.ndarray]],
+    ncols: int | None,
+    suptitle: str | None,
+    colorbar_for: Sequence[int] = (),
+    cmap: str | Colormap = DEFAULT_CMAP,
 ) -> Figure:
-    """Draw ``(title, image)`` panels on a grid (at most 4 per row by default), axes off."""
+    """Draw ``(title, image)`` panels on a grid (at most 4 per row by default), axes off.
+
+    Titles are wrapped to their panel's width, so neighbours never overlap. Panels whose
+    index is in ``colorbar_for`` are heatmap overlays: one shared colour bar (0 to 1 in
+    ``cmap``) is drawn beside them.
+    """
     ncols = ncols or min(len(panels), 4)
     if ncols < 1:
         raise ValueError(f"ncols must be positive, got {ncols}")
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=_grid_figsize(panels[0][1].shape[:2], nrows, ncols), squeeze=False
-    )
+    bar = 0.9 if colorbar_for else 0.0
+    figsize = _grid_figsize(panels[0][1].shape[:2], nrows, ncols, extra_width=bar)
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout="constrained")
+    chars = max(12, int((figsize[0] - bar) / ncols * 72 / (0.55 * TITLE_SIZE)))
     for ax, (name, shown) in zip(axes.flat, panels, strict=False):
         ax.imshow(shown)
         if name is not None:
-            ax.set_title(name, fontsize=TITLE_SIZE)
+            ax.set_title(textwrap.fill(name, chars, break_on_hyphens=False), fontsize=TITLE_SIZE)
     for ax in axes.flat:
         ax.axis("off")
     for ax in axes.flat[len(panels) :]:
         fig.delaxes(ax)
+    if colorbar_for:
+        mappable = ScalarMappable(Normalize(0.0, 1.0), _get_cmap(cmap))
+        shown_axes = [axes.flat[i] for i in colorbar_for]
+        colorbar = fig.colorbar(mappable, ax=shown_axes, fraction=0.05, pad=0.02, shrink=0.9)
+        colorbar.set_label("importance", fontsize=LABEL_SIZE)
+        colorbar.ax.tick_params(labelsize=LABEL_SIZE)
     if suptitle:
         fig.suptitle(suptitle, fontsize=SUPTITLE_SIZE)
-    fig.tight_layout()
     return fig
 
 

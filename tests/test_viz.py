@@ -157,11 +157,15 @@ def test_show_maps_panels_and_suptitle(image, heat):
         class_name="tabby",
         probability=0.5,
     )
-    assert [ax.get_title() for ax in fig.axes] == ["image", "Grad-CAM", "guided backprop"]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["image", "Grad-CAM", "guided backprop", ""]  # "" = the colour bar
+    assert fig.axes[3].get_ylabel() == "importance"  # one bar, for the overlay
     assert fig._suptitle.get_text() == "cat: tabby (p = 0.50)"
     np.testing.assert_allclose(fig.axes[2].get_images()[0].get_array(), gradient_image)
     fig = show_maps(image, {"a": heat, "b": heat, "c": heat}, show_image=False, ncols=2)
-    assert len(fig.axes) == 3
+    assert len(fig.axes) == 4  # three overlays and their shared colour bar
+    fig = show_maps(image, {"a very long panel title that cannot fit on one line": heat})
+    assert "\n" in fig.axes[1].get_title()  # wrapped, not running into its neighbour
 
 
 def test_show_maps_rejects_empty_and_mismatched(image, heat):
@@ -268,7 +272,9 @@ def test_jet_comparison_rows_and_titles():
 
 def test_describe_figure_uses_the_figures_own_words(image, heat):
     fig = show_maps(image, {"Grad-CAM": heat}, image_name="cat", class_name="tabby")
-    assert describe_figure(fig) == "Figure: cat: tabby. 2 panels: image; Grad-CAM."
+    assert describe_figure(fig) == (
+        "Figure: cat: tabby. 2 panels: image; Grad-CAM. With colour bar (importance)."
+    )
     ax = show_overlay(image, heat, title="overlay")
     assert describe_figure(ax.figure) == "Figure. Overlay. With colour bar (importance)."
     fig, ax = plt.subplots()
@@ -287,7 +293,7 @@ def test_smallest_text_px_counts_shown_text_only(image, heat):
     ax.tick_params(labelsize=9)
     assert smallest_text_px(fig) == 12.5
     fig = show_maps(image, {"a": heat, "b": heat, "c": heat, "d": heat})
-    assert smallest_text_px(fig) >= 19  # viz's titles: 14 pt at 100 dpi
+    assert smallest_text_px(fig) >= 16.6  # viz: 14 pt titles, 12 pt colour-bar labels
     assert fig.get_size_inches()[0] * fig.dpi <= 1150  # no wider than a page or slide shows
 
 
