@@ -47,8 +47,9 @@ import nbformat
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter, SlidesExporter
 from nbconvert.preprocessors import ExecutePreprocessor
+from nbformat.v4 import new_markdown_cell
 from PIL import Image as PILImage
-from tag_slides import draws_figure, tag_notebook
+from tag_slides import SLIDE_LINES, draws_figure, height, slide_type, tag_notebook
 from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -304,6 +305,7 @@ def deck_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """
     nb = copy.deepcopy(nb)
     tag_notebook(nb)
+    nb.cells = [part for cell in nb.cells for part in _split_markdown(cell)]
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
@@ -311,6 +313,31 @@ def deck_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         if len(cell.source.splitlines()) > limit:
             cell.metadata["transient"] = {"remove_source": True}
     return nb
+
+
+def _split_markdown(cell: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    """A markdown cell too long for one slide, cut at blank lines into slide-sized parts.
+
+    The first part keeps the cell's slide type; the others continue it on subslides. A block
+    (paragraph, list, table) is never cut, so a single block longer than a slide stays whole.
+    """
+    if cell.cell_type != "markdown" or slide_type(cell) in ("skip", "notes"):
+        return [cell]
+    parts: list[str] = []
+    for block in re.split(r"\n\s*\n", cell.source):
+        if parts and height(new_markdown_cell(parts[-1] + "\n\n" + block)) <= SLIDE_LINES:
+            parts[-1] += "\n\n" + block
+        else:
+            parts.append(block)
+    if len(parts) == 1:
+        return [cell]
+    first = copy.deepcopy(cell)
+    first.source = parts[0]
+    rest = [
+        new_markdown_cell(part, metadata={"slideshow": {"slide_type": "subslide"}})
+        for part in parts[1:]
+    ]
+    return [first, *rest]
 
 
 def copy_assets(course: Path) -> None:

@@ -273,3 +273,16 @@ def test_lecture_notebooks_have_slide_metadata_on_every_cell(path):
     """07 and 08 are tagged in the repository; run scripts/tag_slides.py on the others."""
     nb = nbformat.read(path, as_version=4)
     assert [i for i, c in enumerate(nb.cells) if not tag_slides.slide_type(c)] == []
+
+
+def test_deck_cuts_a_long_markdown_cell_between_blocks():
+    paragraph = "word " * (tag_slides.TEXT_CHARS // 5 * 7)  # about 7 lines
+    long_cell = nbformat.v4.new_markdown_cell("## Summary\n\n" + "\n\n".join([paragraph] * 4))
+    nb = nbformat.v4.new_notebook(cells=[long_cell])
+    deck = build_course.deck_notebook(nb)
+    assert len(deck.cells) > 1 and deck.cells[0].source.startswith("## Summary")
+    assert [tag_slides.slide_type(c) for c in deck.cells[1:]] == ["subslide"] * (
+        len(deck.cells) - 1
+    )
+    assert "\n\n".join(c.source for c in deck.cells) == long_cell.source  # nothing lost
+    assert all(tag_slides.height(c) <= tag_slides.SLIDE_LINES for c in deck.cells)
