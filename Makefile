@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS := dev,instructor,compare
 
-.PHONY: lab lab-sources progress test unit lint install course assignments bench clean
+.PHONY: lab lab-sources progress test unit lint install browser course assignments bench clean
 
 # (Re)install whenever the project metadata changes; pip takes torch from the
 # machine's wheel cache or constraints when it has them.
@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(PY) -m pytest
 
 # The quick loop while editing the package: its docstring examples and the unit tests, stop at
@@ -31,6 +31,15 @@ test: $(STAMP) lint
 UNIT_SKIP := tests/test_grade.py tests/test_build_course.py
 unit: $(STAMP)
 	$(PY) -m pytest -q -x course_utils tests $(addprefix --ignore=,$(UNIT_SKIP))
+
+# tests/test_browser.py opens the built course in Debian's Chromium (Playwright drives it; its
+# own browser download is not used). Installed here when missing: CI starts on a fresh Debian.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser test"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 # Jupyter refuses to run as root unless told to (containers, CI boxes often are root).
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -55,7 +64,8 @@ progress: $(STAMP)
 assignments: $(STAMP)
 	$(PY) assignments/build.py
 
-# Executed HTML pages + reveal.js decks in build/course/, student copies in build/student/.
+# Executed HTML pages + reveal.js decks in build/course/ (offline: assets from third_party/),
+# student copies in build/student/.
 course: $(STAMP)
 	$(PY) scripts/build_course.py
 
@@ -64,6 +74,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_peers.py
 	$(PY) benchmarks/bench_shapes.py
 	$(PY) benchmarks/bench_notebooks.py
+	$(PY) benchmarks/bench_explorer.py
 
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache

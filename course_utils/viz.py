@@ -20,12 +20,17 @@ Choices made here, and why:
 * **Gradients are normalised per image for display** (:func:`gradient_to_image`): raw
   guided-backprop gradients are tiny and their scale differs from image to image, so each
   image is divided by its own robust maximum and centred on grey.
-* **Lecture-size text**: panel titles 14 pt, figure titles 16 pt, 4-inch panels.
+* **Lecture-size text, figures no wider than they are shown**: panel titles 14 pt, figure
+  titles 16 pt, labels 12 pt, panels up to 4 inches but a figure at most
+  :data:`FIGURE_WIDTH` (11.5 in = 1150 px, the width of a course page or slide), so the text
+  is not scaled down on the screen.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -33,22 +38,29 @@ import torch
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
+from matplotlib.colorbar import Colorbar
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image
 
 __all__ = [
     "DEFAULT_CMAP",
+    "LECTURE_RC",
+    "add_colorbar",
     "as_display_image",
     "colormap_lightness",
+    "describe_figure",
     "format_title",
     "gradient_to_image",
     "jet_comparison",
     "overlay",
+    "register_figure_metadata",
     "show_gradients",
     "show_maps",
     "show_overlay",
     "show_values",
+    "smallest_text_px",
 ]
 
 DEFAULT_CMAP = "inferno"
@@ -56,7 +68,11 @@ DEFAULT_CMAP = "inferno"
 
 TITLE_SIZE = 14
 SUPTITLE_SIZE = 16
-PANEL_SIZE = 4.0  # inches per panel; text stays readable when projected
+PANEL_SIZE = 4.0  # inches per panel at most
+FIGURE_WIDTH = 11.5
+"""Widest figure, in inches: 1150 px at 100 dpi, the width a course page or slide shows it at,
+so a figure is not scaled down and its 14 pt (19 px) titles stay 19 px on the screen."""
+LABEL_SIZE = 12
 
 ImageLike = Image.Image | np.ndarray | torch.Tensor
 ArrayLike = np.ndarray | torch.Tensor
@@ -174,6 +190,7 @@ def _grid_figsize(
     """Figure size giving each panel the image's aspect ratio, plus room for titles."""
     height, width = image_hw
     panel_w = PANEL_SIZE * min(max(width / height, 1.0), 1.5)
+    panel_w = min(panel_w, (FIGURE_WIDTH - extra_width) / ncols)
     panel_h = panel_w * height / width + 0.5
     return panel_w * ncols + extra_width, panel_h * nrows + 0.5
 
@@ -204,7 +221,8 @@ def overlay(
         heatmap: ``(H, W)`` float map, values in ``[vmin, vmax]``.
         cmap: colormap name or object.
         alpha: weight of the heatmap, in [0, 1].
-        vmin, vmax: the values shown as the colormap's two ends.
+        vmin: the value shown as the colormap's low end.
+        vmax: the value shown as the colormap's high end.
 
     Returns:
         Float ``(H, W, 3)`` array in [0, 1].
@@ -249,11 +267,22 @@ def format_title(
     return image_name or label
 
 
-def _add_colorbar(ax: Axes, cmap: str | Colormap, vmin: float, vmax: float) -> None:
+def add_colorbar(
+    ax: Axes, cmap: str | Colormap = DEFAULT_CMAP, vmin: float = 0.0, vmax: float = 1.0
+) -> Colorbar:
+    """Add a colour bar labelled "importance" next to a heatmap overlay drawn on ``ax``.
+
+    An overlay's colours mean nothing without it: the bar says which colour is 0 (no
+    evidence) and which is 1 (the map's maximum).
+
+    Returns:
+        The colour bar (``bar.ax`` is its axes).
+    """
     mappable = ScalarMappable(Normalize(vmin, vmax), _get_cmap(cmap))
     bar = ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
-    bar.set_label("importance", fontsize=12)
-    bar.ax.tick_params(labelsize=11)
+    bar.set_label("importance", fontsize=TITLE_SIZE)
+    bar.ax.tick_params(labelsize=LABEL_SIZE)
+    return bar
 
 
 def show_overlay(
@@ -274,9 +303,16 @@ def show_overlay(
     """Draw one heatmap over its image, titled with image name, class and probability.
 
     Args:
-        image, heatmap, cmap, alpha, vmin, vmax: as in :func:`overlay`.
-        image_name, class_name, probability: composed into the title by
-            :func:`format_title`; ``title`` overrides them.
+        image: as in :func:`overlay`.
+        heatmap: as in :func:`overlay`.
+        image_name: the image's name, for the title.
+        class_name: the explained class, for the title.
+        probability: the model's probability of that class, for the title.
+        title: overrides the title composed by :func:`format_title` from the three above.
+        cmap: as in :func:`overlay`.
+        alpha: as in :func:`overlay`.
+        vmin: as in :func:`overlay`.
+        vmax: as in :func:`overlay`.
         colorbar: add a colour bar, so the reader can see what the colours mean.
         ax: axes to draw on; a new ``PANEL_SIZE`` figure is created when ``None``.
 
@@ -297,7 +333,7 @@ def show_overlay(
     ax.set_title(title or format_title(image_name, class_name, probability), fontsize=TITLE_SIZE)
     ax.axis("off")
     if colorbar:
-        _add_colorbar(ax, cmap, vmin, vmax)
+        add_colorbar(ax, cmap, vmin, vmax)
     return ax
 
 
@@ -316,14 +352,18 @@ def show_maps(
     """Show the image and several explanations of it side by side.
 
     Each entry of ``maps`` becomes a panel titled with its key. A 2-D map ``(H, W)`` in
-    [0, 1] is overlaid with ``cmap``; an RGB array ``(H, W, 3)`` in [0, 1] (for example
-    :func:`gradient_to_image` of a guided-backprop gradient) is shown as it is.
+    [0, 1] is overlaid with ``cmap`` (the overlays share one colour bar); an RGB array
+    ``(H, W, 3)`` in [0, 1] (for example :func:`gradient_to_image` of a guided-backprop
+    gradient) is shown as it is.
 
     Args:
         image: the image explained (see :func:`as_display_image`).
         maps: panel title -> map, in display order.
-        image_name, class_name, probability: the figure title (:func:`format_title`).
-        cmap, alpha: for the 2-D maps.
+        image_name: the image's name, for the figure title (:func:`format_title`).
+        class_name: the explained class, for the figure title.
+        probability: the model's probability of that class, for the figure title.
+        cmap: colormap of the 2-D maps.
+        alpha: weight of the 2-D maps over the image.
         show_image: start with a panel of the plain image.
         ncols: panels per row (default: all on one row, at most 4).
 
@@ -333,13 +373,14 @@ def show_maps(
     Example:
         >>> fig = show_maps(np.zeros((8, 8, 3)), {"Grad-CAM": np.eye(8)}, class_name="cat")
         >>> [ax.get_title() for ax in fig.axes]
-        ['image', 'Grad-CAM']
+        ['image', 'Grad-CAM', '']
         >>> plt.close(fig)
     """
     if not maps:
         raise ValueError("maps is empty; give at least one {title: map}")
     rgb = as_display_image(image)
-    panels: list[tuple[str, np.ndarray]] = [("image", rgb)] if show_image else []
+    panels: list[tuple[str | None, np.ndarray]] = [("image", rgb)] if show_image else []
+    overlays = []
     for name, value in maps.items():
         array = _to_numpy(value)
         if array.ndim == 3 and array.shape[-1] == 3:
@@ -347,32 +388,49 @@ def show_maps(
             if array.shape[:2] != rgb.shape[:2]:
                 raise ValueError(f"map {name!r} is {array.shape[:2]}, image is {rgb.shape[:2]}")
         else:
+            overlays.append(len(panels))
             panels.append((name, overlay(rgb, array, cmap=cmap, alpha=alpha)))
-    return _panel_grid(panels, ncols, format_title(image_name, class_name, probability))
+    title = format_title(image_name, class_name, probability)
+    return _panel_grid(panels, ncols, title, colorbar_for=overlays, cmap=cmap)
 
 
 def _panel_grid(
-    panels: Sequence[tuple[str | None, np.ndarray]], ncols: int | None, suptitle: str | None
+    panels: Sequence[tuple[str | None, np.ndarray]],
+    ncols: int | None,
+    suptitle: str | None,
+    colorbar_for: Sequence[int] = (),
+    cmap: str | Colormap = DEFAULT_CMAP,
 ) -> Figure:
-    """Draw ``(title, image)`` panels on a grid (at most 4 per row by default), axes off."""
+    """Draw ``(title, image)`` panels on a grid (at most 4 per row by default), axes off.
+
+    Titles are wrapped to their panel's width, so neighbours never overlap. Panels whose
+    index is in ``colorbar_for`` are heatmap overlays: one shared colour bar (0 to 1 in
+    ``cmap``) is drawn beside them.
+    """
     ncols = ncols or min(len(panels), 4)
     if ncols < 1:
         raise ValueError(f"ncols must be positive, got {ncols}")
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=_grid_figsize(panels[0][1].shape[:2], nrows, ncols), squeeze=False
-    )
+    bar = 0.9 if colorbar_for else 0.0
+    figsize = _grid_figsize(panels[0][1].shape[:2], nrows, ncols, extra_width=bar)
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout="constrained")
+    chars = max(12, int((figsize[0] - bar) / ncols * 72 / (0.55 * TITLE_SIZE)))
     for ax, (name, shown) in zip(axes.flat, panels, strict=False):
         ax.imshow(shown)
         if name is not None:
-            ax.set_title(name, fontsize=TITLE_SIZE)
+            ax.set_title(textwrap.fill(name, chars, break_on_hyphens=False), fontsize=TITLE_SIZE)
     for ax in axes.flat:
         ax.axis("off")
     for ax in axes.flat[len(panels) :]:
         fig.delaxes(ax)
+    if colorbar_for:
+        mappable = ScalarMappable(Normalize(0.0, 1.0), _get_cmap(cmap))
+        shown_axes = [axes.flat[i] for i in colorbar_for]
+        colorbar = fig.colorbar(mappable, ax=shown_axes, fraction=0.05, pad=0.02, shrink=0.9)
+        colorbar.set_label("importance", fontsize=LABEL_SIZE)
+        colorbar.ax.tick_params(labelsize=LABEL_SIZE)
     if suptitle:
         fig.suptitle(suptitle, fontsize=SUPTITLE_SIZE)
-    fig.tight_layout()
     return fig
 
 
@@ -493,7 +551,8 @@ def show_values(
         values: ``(rows, cols)`` array or tensor.
         title: panel title.
         cmap: colormap; the default diverging ``"RdBu_r"`` shows positive red, negative blue.
-        vmin, vmax: the colour scale; by default symmetric around 0, ``±max|values|``.
+        vmin: low end of the colour scale; by default ``-max|values|``.
+        vmax: high end of the colour scale; by default ``max|values|`` (symmetric around 0).
         fmt: format spec of the numbers (``".0f"``, ``".2g"``, ...).
         fontsize: of the numbers.
 
@@ -597,9 +656,7 @@ def jet_comparison(
     if not cmaps:
         raise ValueError("cmaps is empty")
     values = np.linspace(0, 1, 256)
-    fig, axes = plt.subplots(
-        len(cmaps), 3, figsize=(3 * PANEL_SIZE, PANEL_SIZE * len(cmaps)), squeeze=False
-    )
+    fig, axes = plt.subplots(len(cmaps), 3, figsize=(FIGURE_WIDTH, 3.1 * len(cmaps)), squeeze=False)
     for row, cmap in zip(axes, cmaps, strict=True):
         colormap = _get_cmap(cmap)
         name = colormap.name
@@ -612,10 +669,144 @@ def jet_comparison(
             ax.axis("off")
         lightness = colormap_lightness(colormap, len(values))
         row[2].scatter(values, lightness, c=values, cmap=colormap, s=12)
-        row[2].set_xlabel("map value", fontsize=12)
-        row[2].set_ylabel("lightness L*", fontsize=12)
+        row[2].set_xlabel("map value", fontsize=LABEL_SIZE)
+        row[2].set_ylabel("lightness L*", fontsize=LABEL_SIZE)
         row[2].set_ylim(0, 100)
         row[2].set_title(f"{name}: lightness vs value", fontsize=TITLE_SIZE)
-        row[2].tick_params(labelsize=11)
+        row[2].tick_params(labelsize=LABEL_SIZE)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures as web page elements: alt text and the smallest text size
+# ----------------------------------------------------------------------------------------------
+
+
+def _shown_texts(fig: Figure) -> list[Text]:
+    """The non-empty, visible texts of a figure: titles, labels, tick labels, notes, legends."""
+    texts: list[Text] = [t for t in fig.texts if t.get_visible()]
+    for name in ("_suptitle", "_supxlabel", "_supylabel"):
+        text = getattr(fig, name, None)
+        if text is not None and text.get_visible():
+            texts.append(text)
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        texts += [ax.title, *ax.texts]
+        if ax.axison:
+            texts += [ax.xaxis.label, ax.yaxis.label]
+            texts += [t for t in ax.get_xticklabels() + ax.get_yticklabels() if t.get_visible()]
+        legend = ax.get_legend()
+        if legend is not None:
+            texts += legend.get_texts()
+    unique = {id(t): t for t in texts if t.get_visible() and t.get_text().strip()}
+    return list(unique.values())
+
+
+def smallest_text_px(fig: Figure) -> float:
+    """The smallest font size in the figure, in pixels of the image it is saved as.
+
+    A PNG shown at a scale ``s`` (displayed width / drawn width) shows that text at
+    ``s * smallest_text_px(fig)`` pixels: the course's web pages and slides use this to check
+    that no figure text is smaller than 14 px on the screen.
+
+    Example:
+        >>> fig, ax = plt.subplots(dpi=100)
+        >>> _ = ax.set_title("t", fontsize=18)
+        >>> _ = ax.axis("off")
+        >>> smallest_text_px(fig)
+        25.0
+        >>> plt.close(fig)
+    """
+    sizes = [float(t.get_fontsize()) for t in _shown_texts(fig)]
+    return round(min(sizes) * fig.dpi / 72, 1) if sizes else 0.0
+
+
+def describe_figure(fig: Figure) -> str:
+    """Alt text for a figure, from its own words: title, panel titles, axis labels, legend.
+
+    Screen readers and a page whose images did not load show this text; it says what the
+    figure is about without guessing at what it shows.
+
+    Example:
+        >>> fig, (a, b) = plt.subplots(1, 2)
+        >>> _ = fig.suptitle("dog"); _ = a.set_title("image"); _ = b.set_title("Grad-CAM")
+        >>> _ = b.set_xlabel("x")
+        >>> describe_figure(fig)
+        'Figure: dog. 2 panels: image; Grad-CAM (x).'
+        >>> plt.close(fig)
+    """
+    parts = []
+    suptitle = getattr(fig, "_suptitle", None)
+    if suptitle is not None and suptitle.get_text().strip():
+        parts.append(f"Figure: {suptitle.get_text().strip()}.")
+    else:
+        parts.append("Figure.")
+    panels, bars = [], []
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        if ax.get_label() == "<colorbar>":
+            label = ax.get_ylabel() or ax.get_xlabel()
+            bars.append(f"colour bar{f' ({label})' if label else ''}")
+            continue
+        title = " ".join(ax.get_title(loc) for loc in ("left", "center", "right"))
+        title = " ".join(title.split())
+        labels = [ax.get_xlabel(), ax.get_ylabel()] if ax.axison else []
+        labels = [label for label in labels if label]
+        legend = ax.get_legend()
+        if legend is not None:
+            labels.append("legend: " + ", ".join(t.get_text() for t in legend.get_texts()))
+        kind = title or ("image" if ax.get_images() else "plot")
+        panels.append(kind + (f" ({'; '.join(labels)})" if labels else ""))
+    if len(panels) == 1:
+        parts.append(f"{panels[0][0].upper()}{panels[0][1:]}.")
+    elif panels:
+        parts.append(f"{len(panels)} panels: {'; '.join(panels)}.")
+    if bars:
+        parts.append(f"With {', '.join(bars)}.")
+    return " ".join(parts)
+
+
+LECTURE_RC: dict[str, float] = {
+    "font.size": 12,
+    "axes.titlesize": 14,
+    "axes.labelsize": 12,
+    "xtick.labelsize": 11,
+    "ytick.labelsize": 11,
+    "legend.fontsize": 11,
+    "figure.titlesize": 16,
+}
+"""Matplotlib text sizes (pt) for the rendered course: ``make course`` draws every figure with
+them, so text that is not sized explicitly is at least 11 pt (15 px at 100 dpi) -- readable
+on a projector -- instead of matplotlib's 10 pt default."""
+
+
+def register_figure_metadata(shell: Any = None) -> None:
+    """Attach alt text and the smallest text size to every figure an IPython kernel shows.
+
+    The figure's PNG output then carries ``{"alt": describe_figure(fig), "min_font_px":
+    smallest_text_px(fig)}`` as metadata; ``make course`` turns it into the ``<img>``'s ``alt``
+    and checks the text size on the slides. The kernel that builds the course calls this at
+    start-up; it changes nothing else about how figures are drawn or shown.
+
+    Args:
+        shell: the IPython shell; default the running one.
+
+    Raises:
+        RuntimeError: outside IPython.
+    """
+    if shell is None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    if shell is None:
+        raise RuntimeError("register_figure_metadata needs a running IPython shell")
+
+    def metadata(fig: Figure, include: Any = None, exclude: Any = None) -> tuple[dict, dict]:
+        return {}, {
+            "image/png": {"alt": describe_figure(fig), "min_font_px": smallest_text_px(fig)}
+        }
+
+    shell.display_formatter.mimebundle_formatter.for_type(Figure, metadata)

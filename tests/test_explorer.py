@@ -17,6 +17,7 @@ from torchvision.models import squeezenet1_1
 from course_utils import grad_cam, guided_backprop
 from course_utils.explorer import (
     Explorer,
+    class_cams,
     explain,
     explorer,
     layer_choices,
@@ -173,7 +174,11 @@ def test_title_and_plot_name_image_method_class(bundle, photos):
     assert title.startswith("wide: Grad-CAM @ features.12 for circle (p = ")
     fig = plot_explanation(e, "wide")
     assert fig._suptitle.get_text().startswith("wide: circle (p = ")
-    assert [ax.get_title() for ax in fig.axes] == ["wide", "Grad-CAM @ features.12", "top classes"]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["wide", "Grad-CAM @ features.12", "top classes", ""]  # "" = colour bar
+    assert fig.axes[3].get_ylabel() == "importance" and fig.axes[3].get_visible()
+    fig = plot_explanation(explain(bundle, photos["wide"], "guided_backprop"), "wide")
+    assert not fig.axes[3].get_visible()  # a gradient picture has no importance scale
 
 
 # ------------------------------------------------------------------ Explorer
@@ -242,8 +247,8 @@ def test_plot_adds_a_bar_for_a_class_outside_the_top(bundle, photos):
     least = int(probs.argmin())
     e = explain(bundle, photos["wide"], class_index=least, top_k=2)
     fig = plot_explanation(e)
-    labels = [t.get_text() for t in fig.axes[2].get_yticklabels()]
-    assert labels[0] == NAMES[least] and len(labels) == 3  # drawn bottom-up
+    labels = [t.get_text() for t in fig.axes[2].texts]
+    assert len(labels) == 3 and labels[-1].startswith(NAMES[least])  # the extra bar comes last
 
 
 def test_layer_choices_expand_a_stack_of_blocks():
@@ -262,3 +267,71 @@ def test_layer_choices_expand_a_stack_of_blocks():
 
     assert layer_choices(Net(), "head") == ["stem", "blocks.0", "blocks.2", "head"]
     assert layer_choices(Net(), "blocks.2") == ["blocks.0", "blocks.2"]
+
+
+# ------------------------------------------------------------------ speed: reuse, don't redo
+
+
+def test_class_cams_equal_separate_grad_cam_calls(bundle, photos):
+    x = _preprocess(photos["wide"])[None]
+    classes = [3, 0, 4]
+    cams = class_cams(bundle.model, x, classes, "features.12")
+    assert cams.shape == (3, 48, 80)
+    for cam, c in zip(cams, classes, strict=True):
+        expected = grad_cam(bundle.model, x, [c], layer="features.12")[0]
+        torch.testing.assert_close(cam, expected, atol=1e-5, rtol=1e-4)
+    assert all(p.grad is None for p in bundle.model.parameters())
+    assert not any(m._forward_hooks or m._backward_hooks for m in bundle.model.modules())
+
+
+def test_class_cams_rejects_bad_requests(bundle, photos):
+    x = _preprocess(photos["wide"])[None]
+    with pytest.raises(ValueError, match="one image"):
+        class_cams(bundle.model, x.expand(2, -1, -1, -1), [0], "features.12")
+    with pytest.raises(ValueError, match="empty"):
+        class_cams(bundle.model, x, [], "features.12")
+    with pytest.raises(ValueError, match="classes must be ints"):
+        class_cams(bundle.model, x, [len(NAMES)], "features.12")
+    with pytest.raises(ValueError, match="no layer named"):
+        class_cams(bundle.model, x, [0], "features.99")
+
+
+def test_explorer_computes_all_offered_classes_at_once(bundle, photos, monkeypatch):
+    import course_utils.explorer as module
+
+    calls = []
+    real = module.class_cams
+    monkeypatch.setattr(module, "class_cams", lambda *a: calls.append(a[2]) or real(*a))
+    app = Explorer(bundle, photos, top_k=3)
+    offered = [i for i, _, _ in app.predictions("wide")]
+    first = app.explain("wide", "grad_cam", offered[0], "features.12")
+    second = app.explain("wide", "grad_cam", offered[2], "features.12")
+    assert calls == [offered]  # one batched computation served both classes
+    x = _preprocess(photos["wide"])[None]
+    expected = grad_cam(bundle.model, x, [offered[2]], layer="features.12")[0].numpy()
+    np.testing.assert_allclose(second.map, expected, atol=1e-5)
+    assert second.class_name == NAMES[offered[2]] and first.top_k == second.top_k
+
+
+def test_explorer_updates_one_figure_and_reuses_drawn_views(bundle, photos):
+    app = Explorer(bundle, photos, top_k=3)
+    _ = app.widget
+    figure, view = app._figure.figure, app._view
+    first_png = bytes(view.value)
+    assert first_png.startswith(b"\x89PNG") and "this update" in app._status.value
+    assert app.last.image.shape[:2] == (48, 80)  # starts on the first image
+
+    app.controls["image"].value = "tall"
+    assert app._figure.figure is figure and bytes(view.value) != first_png  # same figure, new view
+    assert "computed in" in app._status.value
+    app.controls["image"].value = "wide"  # back to a view already drawn
+    assert bytes(view.value) == first_png and "shown before" in app._status.value
+    assert "Figure" in view.tooltip and "top classes" in view.tooltip  # alt text for the page
+
+
+def test_explorer_starts_on_the_given_image(bundle, photos):
+    app = Explorer(bundle, photos, start="tall")
+    _ = app.widget
+    assert app.controls["image"].value == "tall" and app.last.image.shape[:2] == (80, 48)
+    with pytest.raises(ValueError, match="unknown image"):
+        Explorer(bundle, photos, start="nope")

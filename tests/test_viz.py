@@ -17,14 +17,17 @@ from course_utils.viz import (
     DEFAULT_CMAP,
     as_display_image,
     colormap_lightness,
+    describe_figure,
     format_title,
     gradient_to_image,
     jet_comparison,
     overlay,
+    register_figure_metadata,
     show_gradients,
     show_maps,
     show_overlay,
     show_values,
+    smallest_text_px,
 )
 
 H, W = 6, 10  # non-square on purpose: (H, W) vs (W, H) mix-ups must show
@@ -139,7 +142,7 @@ def test_show_overlay_title_colorbar_and_pixels(image, heat):
 
 
 def test_show_overlay_draws_on_given_axes(image, heat):
-    fig, axes = plt.subplots(1, 2)
+    _, axes = plt.subplots(1, 2)
     ax = show_overlay(image, heat, title="custom", colorbar=False, ax=axes[1])
     assert ax is axes[1] and ax.get_title() == "custom"
     assert not axes[0].get_images()
@@ -154,11 +157,15 @@ def test_show_maps_panels_and_suptitle(image, heat):
         class_name="tabby",
         probability=0.5,
     )
-    assert [ax.get_title() for ax in fig.axes] == ["image", "Grad-CAM", "guided backprop"]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["image", "Grad-CAM", "guided backprop", ""]  # "" = the colour bar
+    assert fig.axes[3].get_ylabel() == "importance"  # one bar, for the overlay
     assert fig._suptitle.get_text() == "cat: tabby (p = 0.50)"
     np.testing.assert_allclose(fig.axes[2].get_images()[0].get_array(), gradient_image)
     fig = show_maps(image, {"a": heat, "b": heat, "c": heat}, show_image=False, ncols=2)
-    assert len(fig.axes) == 3
+    assert len(fig.axes) == 4  # three overlays and their shared colour bar
+    fig = show_maps(image, {"a very long panel title that cannot fit on one line": heat})
+    assert "\n" in fig.axes[1].get_title()  # wrapped, not running into its neighbour
 
 
 def test_show_maps_rejects_empty_and_mismatched(image, heat):
@@ -215,7 +222,7 @@ def test_show_gradients_rejects_bad_ncols():
 
 def test_show_values_writes_every_number_and_picks_readable_text():
     values = torch.tensor([[-6.0, -0.0, 6.0], [1.0, 2.5, -3.0]])
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     assert show_values(ax, values, "x") is ax
     assert ax.get_title() == "x"
     assert [t.get_text() for t in ax.texts] == ["-6", "0", "6", "1", "2", "-3"]  # no "-0"
@@ -227,7 +234,7 @@ def test_show_values_writes_every_number_and_picks_readable_text():
 
 
 def test_show_values_follows_a_sequential_colormap_and_format():
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     show_values(ax, np.array([[0.0, 0.25], [0.5, 1.0]]), cmap="inferno", vmin=0, vmax=1, fmt=".2g")
     assert [t.get_text() for t in ax.texts] == ["0", "0.25", "0.5", "1"]
     assert [t.get_color() for t in ax.texts] == ["white", "white", "white", "black"]
@@ -258,3 +265,54 @@ def test_jet_comparison_rows_and_titles():
     assert jet_brightness.max() > centre + 30
     uniform_brightness = fig.axes[4].get_images()[0].get_array()
     assert uniform_brightness[64, 64] == pytest.approx(uniform_brightness.max())
+
+
+# ------------------------------------------------------------------ figures on web pages
+
+
+def test_describe_figure_uses_the_figures_own_words(image, heat):
+    fig = show_maps(image, {"Grad-CAM": heat}, image_name="cat", class_name="tabby")
+    assert describe_figure(fig) == (
+        "Figure: cat: tabby. 2 panels: image; Grad-CAM. With colour bar (importance)."
+    )
+    ax = show_overlay(image, heat, title="overlay")
+    assert describe_figure(ax.figure) == "Figure. Overlay. With colour bar (importance)."
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], label="Grad-CAM")
+    ax.set_xlabel("layer")
+    ax.legend()
+    assert describe_figure(fig) == "Figure. Plot (layer; legend: Grad-CAM)."
+
+
+def test_smallest_text_px_counts_shown_text_only(image, heat):
+    fig, ax = plt.subplots(dpi=100)
+    ax.set_title("big", fontsize=36)
+    ax.axis("off")  # tick labels hidden: they do not count
+    assert smallest_text_px(fig) == 50.0
+    ax.axis("on")
+    ax.tick_params(labelsize=9)
+    assert smallest_text_px(fig) == 12.5
+    fig = show_maps(image, {"a": heat, "b": heat, "c": heat, "d": heat})
+    assert smallest_text_px(fig) >= 16.6  # viz: 14 pt titles, 12 pt colour-bar labels
+    assert fig.get_size_inches()[0] * fig.dpi <= 1150  # no wider than a page or slide shows
+
+
+def test_register_figure_metadata_attaches_alt_and_text_size(image, heat):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.core.pylabtools import select_figure_formats
+
+    shell = InteractiveShell.instance()
+    try:
+        select_figure_formats(shell, {"png"})  # as the inline backend does in a kernel
+        register_figure_metadata(shell)
+        fig = show_maps(image, {"Grad-CAM": heat}, image_name="cat")
+        data, metadata = shell.display_formatter.format(fig)
+        assert "image/png" in data
+        assert metadata["image/png"] == {
+            "alt": describe_figure(fig),
+            "min_font_px": smallest_text_px(fig),
+        }
+    finally:
+        InteractiveShell.clear_instance()
+    with pytest.raises(RuntimeError, match="IPython"):
+        register_figure_metadata()
