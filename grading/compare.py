@@ -51,7 +51,15 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: floa
     a, e = actual.to(torch.float64), expected.detach().to(torch.float64)
     if not bool(torch.isfinite(a).all()):
         return False
-    return bool(((a - e).abs() <= atol + rtol * e.abs()).all())
+    return bool(((a - e).abs() <= _tolerance(e, atol, rtol)).all())
+
+
+def _tolerance(expected: torch.Tensor, atol: float, rtol: float) -> float:
+    """``atol + rtol * max|expected|``: relative to the tensor's scale, not each element's, so
+    float32 rounding that differs between two processes (e.g. oneDNN choosing another
+    kernel for another memory alignment) never fails a near-zero element."""
+    scale = float(expected.detach().abs().max()) if expected.numel() else 0.0
+    return atol + rtol * scale
 
 
 def expect_close(
@@ -81,7 +89,7 @@ def expect_close(
         raise Failure(f"{what}: dtype {actual.dtype}, expected floating point", "wrong_values")
     if not bool(torch.isfinite(actual).all()):
         raise Failure(f"{what}: contains NaN or inf", "wrong_values")
-    excess = (actual.double() - expected.double()).abs() - (atol + rtol * expected.double().abs())
+    excess = (actual.double() - expected.double()).abs() - _tolerance(expected, atol, rtol)
     index = int(excess.flatten().argmax())
     raise Failure(
         f"{what}: values differ (element {index}: {float(actual.flatten()[index]):.6g}, "
@@ -128,6 +136,6 @@ def expect_model_as_built(observed: Any, model: nn.Module, probe_input: np.ndarr
     for key in ("out", "grad"):
         got = observed.get(key)
         if type(got) is not np.ndarray or not _close(
-            torch.from_numpy(got), torch.from_numpy(expected[key]), 1e-6, 1e-5
+            torch.from_numpy(got), torch.from_numpy(expected[key]), 1e-6, 1e-4
         ):
             raise Failure(f"the model behaves differently after the call ({key})", "hooks_left")

@@ -18,6 +18,7 @@ allowed modules and :mod:`grading.protocol`.
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,6 +31,7 @@ from torch import nn
 MODEL_KINDS = ("squeezenet", "relu6_net", "shapes")
 #: The spec of every model :func:`build_model` made, so a stand-in can name it to the grader.
 SPECS: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
+_BUILDING = threading.Lock()
 
 
 #: Makes a function that the grader computes: arguments and result cross the boundary as data.
@@ -51,6 +53,14 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
     kind, seed = spec.get("kind"), spec.get("seed", 0)
     if kind not in MODEL_KINDS or type(seed) is not int or not 0 <= seed < 2**31:
         raise ValueError(f"bad model spec {str(spec)[:100]}")
+    with _BUILDING:  # the global RNG is shared by the grader's threads
+        model = _build(kind, seed)
+    model.train(bool(spec.get("train", False)))
+    SPECS[model] = dict(spec)
+    return model
+
+
+def _build(kind: str, seed: int) -> nn.Module:
     model: nn.Module
     if kind == "squeezenet":
         from torchvision.models import squeezenet1_1
@@ -73,8 +83,6 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
         from course_utils.models import load_model
 
         model = load_model("shapes").model
-    model.train(bool(spec.get("train", False)))
-    SPECS[model] = dict(spec)
     return model
 
 

@@ -61,7 +61,7 @@ def q1_random(ctx: Context) -> None:
                 raise Failure("the selected scores are detached", "not_differentiable")
 
 
-def q2_squeezenet(ctx: Context) -> None:
+def q2_three_layers(ctx: Context) -> None:
     """Activation and gradient at three SqueezeNet layers (train mode, in-place ReLU)."""
     (seed,) = ctx.seeds(1)
     spec = _squeezenet(seed, train=True)
@@ -282,7 +282,7 @@ def q7_shapes_network(ctx: Context) -> None:
 
 QUESTIONS = {
     "q1": Question(1, (q1_random,)),
-    "q2": Question(2, (q2_squeezenet, q2_shapes_network)),
+    "q2": Question(2, (q2_three_layers, q2_shapes_network)),
     "q3": Question(1, (q3_random,)),
     "q4": Question(1, (q4_random,)),
     "q5": Question(1, (q5_random,)),
