@@ -47,7 +47,7 @@ def _encode(value: Any, arrays: list[np.ndarray]) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype.name not in DTYPES:
             raise ProtocolError(f"arrays of dtype {value.dtype} cannot cross the boundary")
-        arrays.append(np.ascontiguousarray(value))
+        arrays.append(value if value.flags.c_contiguous else value.copy(order="C"))
         return {"__array__": len(arrays) - 1}
     if isinstance(value, (list, tuple)):
         return [_encode(v, arrays) for v in value]
