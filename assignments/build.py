@@ -62,6 +62,9 @@ exec "${{PYTHON:-python3}}" -m grading.gradescope --assignment {name} "$@"
 REQUIREMENTS = ("torch>=2.2", "torchvision>=0.17", "numpy>=1.24", "pillow>=10.0", "tqdm>=4.60")
 
 
+PIP_WHEEL = (sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w")
+
+
 class BuildError(RuntimeError):
     """The assignment could not be built, leaks answers, or grades wrongly."""
 
@@ -148,8 +151,7 @@ def check_release(master: Path, student_dir: Path) -> None:
 def course_wheel(dest: Path) -> Path:
     """A wheel of this repository (course_utils + grading) at its current version."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(dest), str(ROOT)],
+        [*PIP_WHEEL, str(dest), str(ROOT)],
         capture_output=True,
         text=True,
     )
@@ -193,7 +195,7 @@ def check_grades(name: str, out: Path) -> None:
         workers=2,
         progress=False,
     )
-    for result, wanted in zip(results, ("full", "zero")):
+    for result, wanted in zip(results, ("full", "zero"), strict=True):
         target = result.possible if wanted == "full" else 0.0
         if result.status != "ok" or result.total != target:
             failing = {q: v.message for q, v in result.questions.items() if not v.passed}

@@ -233,8 +233,11 @@ def write_gradebook(
 
 
 def feedback(result: SubmissionResult, assignment: str) -> str:
-    """The student's feedback: each question's result and, if a hidden test failed, the
-    mistake it points to (named and explained by ``course_utils.checks.MISTAKES``)."""
+    """The student's feedback, in Markdown.
+
+    Each question's result and, if a hidden test failed, the mistake it points to (named and
+    explained by ``course_utils.checks.MISTAKES``); never a hidden input or value.
+    """
     from course_utils.checks import MISTAKES
 
     lines = [f"# Feedback: {assignment}", ""]

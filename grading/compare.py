@@ -55,9 +55,12 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: floa
 
 
 def _tolerance(expected: torch.Tensor, atol: float, rtol: float) -> float:
-    """``atol + rtol * max|expected|``: relative to the tensor's scale, not each element's, so
-    float32 rounding that differs between two processes (e.g. oneDNN choosing another
-    kernel for another memory alignment) never fails a near-zero element."""
+    """The tolerance ``atol + rtol * max|expected|``.
+
+    Relative to the tensor's scale, not each element's, so float32 rounding that differs
+    between two processes (e.g. oneDNN choosing another kernel for another memory alignment)
+    never fails a near-zero element.
+    """
     scale = float(expected.detach().abs().max()) if expected.numel() else 0.0
     return atol + rtol * scale
 
@@ -101,7 +104,7 @@ def expect_inputs_untouched(
     observed: list[Any], sent: list[Any], mistake: str = "mutates_images"
 ) -> None:
     """Every tensor argument is as the grader sent it, without ``requires_grad`` or ``.grad``."""
-    for index, (after, before) in enumerate(zip(observed, sent)):
+    for index, (after, before) in enumerate(zip(observed, sent, strict=False)):
         if not isinstance(before, np.ndarray):
             continue
         if not isinstance(after, dict) or type(after.get("array")) is not np.ndarray:
@@ -132,7 +135,9 @@ def expect_model_as_built(observed: Any, model: nn.Module, probe_input: np.ndarr
     if observed.get("training") != expected["training"]:
         raise Failure("training flags were not restored", "no_eval")
     if observed.get("param_grads") != 0:
-        raise Failure("param.grad was set (backward() instead of autograd.grad)", "accumulating_grads")
+        raise Failure(
+            "param.grad was set (backward() instead of autograd.grad)", "accumulating_grads"
+        )
     for key in ("out", "grad"):
         got = observed.get(key)
         if type(got) is not np.ndarray or not _close(

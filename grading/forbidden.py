@@ -116,7 +116,8 @@ def write_sandbox_package(assignment: str, dest: Path) -> Path:
         return {
             e
             for e in entries
-            if e == "__pycache__" or (top and (e.removesuffix(".py") in dropped or e == "__init__.py"))
+            if e == "__pycache__"
+            or (top and (e.removesuffix(".py") in dropped or e == "__init__.py"))
         }
 
     shutil.copytree(PACKAGE_DIR, target, ignore=ignore)

@@ -97,8 +97,11 @@ class Channel:
         self.read_fd, self.write_fd, self.max_bytes = read_fd, write_fd, max_bytes
 
     def send(self, value: Any, deadline: float | None = None) -> None:
-        """Write one message; with a ``deadline``, a reader that stops reading cannot block
-        the writer past it (:class:`TimeoutError`)."""
+        """Write one message.
+
+        With a ``deadline``, a reader that stops reading cannot block the writer past it
+        (:class:`TimeoutError`).
+        """
         data = memoryview(encode(value))
         while data:
             if deadline is not None:
@@ -135,9 +138,7 @@ class Channel:
         if length > MAX_HEADER:
             raise ProtocolError(f"header of {length} bytes exceeds {MAX_HEADER}")
         try:
-            header = json.loads(
-                self._read_exact(length, deadline), parse_constant=_reject_constant
-            )
+            header = json.loads(self._read_exact(length, deadline), parse_constant=_reject_constant)
             specs = header["arrays"]
             body = header["body"]
             if not isinstance(specs, list) or len(header) != 2:

@@ -171,7 +171,7 @@ def _masked(roots: Sequence[Path]) -> list[Path]:
 
 
 def _dirs_for(path: Path, made: set[Path]) -> list[str]:
-    """bwrap arguments creating ``path``'s missing ancestors, world-readable."""
+    """Arguments for bwrap creating ``path``'s missing ancestors, world-readable."""
     args: list[str] = []
     for parent in reversed(path.parents):
         if parent != Path("/") and parent not in made:

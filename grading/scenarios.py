@@ -69,8 +69,9 @@ def _build(kind: str, seed: int) -> nn.Module:
         model = squeezenet1_1(weights=None, num_classes=10)
     elif kind == "relu6_net":
         torch.manual_seed(seed)
+        first = nn.Conv2d(3, 8, 3, padding=1)
         model = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1),
+            first,
             nn.ReLU6(),
             nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True)),
             nn.AdaptiveAvgPool2d(1),
@@ -78,7 +79,7 @@ def _build(kind: str, seed: int) -> nn.Module:
             nn.Linear(8, 5),
         )
         with torch.no_grad():
-            model[0].weight.mul_(20)
+            first.weight.mul_(20)
     else:
         from course_utils.models import load_model
 
@@ -119,8 +120,10 @@ def hook_count(model: nn.Module) -> int:
 
 
 def probe(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
-    """The model after a student's call: plain output and input gradient in eval mode, plus
-    its training flags, module types and whether any ``param.grad`` was set.
+    """The model after a student's call, observed.
+
+    Its plain output and input gradient in eval mode, training flags, module types, hooks and
+    how many ``param.grad`` were set.
 
     The gradient is the one the grader checks: a leftover hook, a guided ReLU still in place
     or a changed weight changes it.
@@ -139,16 +142,20 @@ def probe(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
         "out": out.detach().numpy().copy(),
         "grad": grad.numpy().copy(),
         "training": flags,
-        "types": [f"{n}:{type(m).__module__}.{type(m).__qualname__}" for n, m in model.named_modules()],
+        "types": [
+            f"{n}:{type(m).__module__}.{type(m).__qualname__}" for n, m in model.named_modules()
+        ],
         "param_grads": sum(p.grad is not None for p in model.parameters()),
         "hooks": hook_count(model),
     }
 
 
 def argument(value: Any) -> Any:
-    """A grader-sent argument as the object the student's function takes: arrays become
-    tensors (``{"grad_leaf": array}``: one that requires grad), ``{"model": spec}`` a model
-    (:func:`build_model`), ``{"tuple": [...]}`` a tuple."""
+    """A grader-sent argument as the object the student's function takes.
+
+    Arrays become tensors (``{"grad_leaf": array}``: one that requires grad),
+    ``{"model": spec}`` a model (:func:`build_model`), ``{"tuple": [...]}`` a tuple.
+    """
     if isinstance(value, np.ndarray):
         return tensor_of(value)
     if isinstance(value, dict) and set(value) == {"grad_leaf"}:
@@ -204,7 +211,7 @@ def call(
             "requires_grad": bool(v.requires_grad),
             "has_grad": v.grad is not None,
         }
-        for v, before in zip(values, given)
+        for v, before in zip(values, given, strict=True)
     ]
     probes = [
         probe(v, tensor_of(probe_input))
@@ -239,9 +246,12 @@ def guided_relus_block(
     unit: int,
     raise_inside: bool,
 ) -> dict[str, Any]:
-    """A1 Q2: inside ``with guided_relus(net)``, the output and the input gradient of class
-    ``unit``; with ``raise_inside``, a ``KeyError`` raised in the block instead. Afterwards the
-    model is probed (:func:`probe`): it must be exactly as it was."""
+    """A1 Q2: the student's context manager on a model built from ``model``.
+
+    Inside ``with guided_relus(net)``: the output and the input gradient of class ``unit``;
+    with ``raise_inside``, a ``KeyError`` raised in the block instead. Afterwards the model
+    is probed (:func:`probe`): it must be exactly as it was.
+    """
     manager = namespace.get("guided_relus")
     if not callable(manager):
         raise StudentError("the notebook defines no guided_relus")

@@ -1,8 +1,9 @@
 """The sandbox side: run a notebook's code cells, then answer the grader's requests.
 
 Started by :mod:`grading.sandbox` inside bubblewrap as ``python -m grading.worker NOTEBOOK
-READ_FD WRITE_FD`` (the request and reply pipes; stdout and stderr go to the grader's log). When started as root inside the sandbox it first drops to the unprivileged
-uid in ``GRADING_SANDBOX_UID``, so the process-count limit applies.
+READ_FD WRITE_FD`` (the request and reply pipes; stdout and stderr go to the grader's log).
+When started as root inside the sandbox it first drops to the unprivileged uid in
+``GRADING_SANDBOX_UID``, so the process-count limit applies.
 
 The notebook's code cells run in one namespace, in order, in a plain Python process (much
 faster than a Jupyter kernel); IPython magics and shell lines are skipped, an error in a cell
@@ -149,8 +150,11 @@ class Server:
         self.serving = False
 
     def remote(self, name: str) -> Callable[..., Any]:
-        """A function the grader computes (a stand-in for an earlier answer, or an allowed
-        reference such as A2's ``guided_backprop``); usable only while a request runs."""
+        """A function the grader computes, usable only while a request runs.
+
+        A stand-in for an earlier answer, or an allowed reference such as A2's
+        ``guided_backprop``.
+        """
 
         def stand_in(*args: Any) -> Any:
             from grading.scenarios import StudentError

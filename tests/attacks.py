@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-
 #: Prepended to every attack: the reply pipe's file descriptor.
 PRELUDE = "import sys as _sys\nREPLY = int(_sys.argv[-1])\n"
 
@@ -376,13 +375,13 @@ keep = Bomb()
         f"{A2}:blank",
         "zero",
         """
-import os
+import os, time
 children = 0
 try:
     while children < 100000:
         if os.fork() == 0:
-            while True:
-                pass
+            while True:  # sleeping, not spinning: the point is exhausting processes, and
+                time.sleep(1)  # spinning children would only slow the machine's other jobs
         children += 1
 except OSError:
     pass

@@ -39,8 +39,10 @@ def images(device: str) -> torch.Tensor:
 
 @pytest.fixture(scope="session")
 def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Both assignments built by assignments/build.py (releases checked, not graded):
-    name -> its output folder (``student/``, ``autograder/`` with the solution and zip)."""
+    """Both assignments built by assignments/build.py (releases checked, not graded).
+
+    Name -> its output folder (``student/``, ``autograder/`` with the solution and zip).
+    """
     pytest.importorskip("otter", reason="building assignments needs the instructor extra")
     from build_helpers import load_build
 

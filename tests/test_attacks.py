@@ -100,8 +100,13 @@ def batch(releases: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
         }.items():
             code = code.replace(key, str(value))
         notebook["cells"].append(
-            {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
-             "source": code}
+            {
+                "cell_type": "code",
+                "metadata": {},
+                "outputs": [],
+                "execution_count": None,
+                "source": code,
+            }
         )
         (subs / f"{name}.ipynb").write_text(json.dumps(notebook))
         expect[name] = (assignment, SLOW.get(name, attack.expect))
@@ -222,4 +227,3 @@ def test_feedback_names_the_mistake_without_hidden_values(batch: dict) -> None:
     assert "per-batch normalisation" in feedback  # MISTAKES["per_batch_norm"].name
     assert "q5**: passed" in feedback
     assert "element" not in feedback and "expected" not in feedback
-

@@ -153,16 +153,16 @@ class InProcess:
 
 def _solution(assignment: str) -> str:
     cells = json.loads((ROOT / "assignments" / f"{assignment}.ipynb").read_text())["cells"]
-    code = [c for c in cells if c["cell_type"] == "code" and "def test_" not in "".join(c["source"])]
+    code = [
+        c for c in cells if c["cell_type"] == "code" and "def test_" not in "".join(c["source"])
+    ]
     return "\n\n".join(
         "\n".join(line for line in "".join(c["source"]).splitlines() if "SOLUTION" not in line)
         for c in code
     )
 
 
-def _grade(
-    assignment: str, source: str, only: tuple[str, ...] = ()
-) -> dict[str, tuple[bool, str]]:
+def _grade(assignment: str, source: str, only: tuple[str, ...] = ()) -> dict[str, tuple[bool, str]]:
     sandbox = InProcess(source)
     ctx = Context(sandbox, [source], callback(assignment))  # type: ignore[arg-type]
     verdicts = {}
@@ -193,7 +193,8 @@ WRONG_ANSWERS = {
     "per-batch-norm": (
         "a2_grad_cam",
         "q6",
-        "def normalize_per_image(maps):\n    return (maps - maps.min()) / (maps.max() - maps.min())",
+        "def normalize_per_image(maps):\n"
+        "    return (maps - maps.min()) / (maps.max() - maps.min())",
         "per_batch_norm",
     ),
     "sum-not-mean": (
@@ -212,7 +213,8 @@ WRONG_ANSWERS = {
     "squeeze-all": (
         "a2_grad_cam",
         "q1",
-        "def select_scores(scores, labels):\n    return scores.gather(1, labels.view(-1, 1)).squeeze()",
+        "def select_scores(scores, labels):\n"
+        "    return scores.gather(1, labels.view(-1, 1)).squeeze()",
         "squeeze_all",
     ),
     "no-clone": (

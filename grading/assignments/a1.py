@@ -54,6 +54,7 @@ def q1_random_tensors(ctx: Context) -> None:
         if observed["grad"] is None:
             raise Failure("backward gave no gradient", "not_differentiable")
         positive = (x > 0).double()
+        assert ref_x.grad is not None
         expect_close(
             tensor(observed["grad"], "backward"),
             ref_x.grad,
@@ -80,12 +81,17 @@ def _plain_and_guided(spec: dict[str, Any], x: np.ndarray, unit: int) -> tuple[A
 
 
 def q2_fire_relu6_inplace(ctx: Context) -> None:
-    """Inside the block: same forward, guided gradient (Fire modules, ReLU6, in-place ReLUs);
-    after it: the model exactly as built."""
+    """Guided inside the block, untouched after it.
+
+    Inside: same forward, guided gradient (Fire modules, ReLU6, in-place ReLUs); after it:
+    the model exactly as built.
+    """
     for seed in ctx.seeds(2):
         x = images(seed, 2, (40, 48))
         for spec in _nets(seed):
-            observed = ctx.scenario("guided_relus_block", model=spec, x=x, unit=1, raise_inside=False)
+            observed = ctx.scenario(
+                "guided_relus_block", model=spec, x=x, unit=1, raise_inside=False
+            )
             out, plain, guided = _plain_and_guided(spec, x, 1)
             inside = observed["inside"]
             expect_close(tensor(inside["out"], "forward"), out, "forward inside the block")
@@ -127,8 +133,10 @@ def _check_guided(ctx: Context, spec: dict[str, Any], batch: np.ndarray, labels:
 
 
 def q3_matches_reference_random(ctx: Context) -> None:
-    """Random nets (in train mode: eval mode is the student's job), given and predicted labels,
-    and a batch of one."""
+    """Random nets, given and predicted labels, and a batch of one.
+
+    The nets come in train mode: eval mode is the student's job.
+    """
     (seed,) = ctx.seeds(1)
     batch = images(seed, 3)
     labels = torch.randint(0, 5, (3,), generator=torch.Generator().manual_seed(seed)).numpy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -155,7 +156,9 @@ def q5_random(ctx: Context) -> None:
         maps = torch.rand(3, 4, 7, generator=torch.Generator().manual_seed(seed))
         observed = ctx.call("upsample", maps.numpy(), {"tuple": list(size)})
 
-        def mode(name: str, target: tuple[int, int] = size, **kw: Any) -> torch.Tensor:
+        def mode(
+            name: str, target: tuple[int, int] = size, maps: torch.Tensor = maps, **kw: Any
+        ) -> torch.Tensor:
             return F.interpolate(maps[:, None], size=target, mode=name, **kw)[:, 0]
 
         expect_close(
@@ -231,14 +234,15 @@ def stand_in(name: str, wire_args: Any) -> Any:
         return [t.numpy() for t in result]
     if name == "upsample":
         maps, size = args
-        return cu.upsample(maps, tuple(int(s) for s in size)).numpy()
-    reference = {
+        return cu.upsample(maps, (int(size[0]), int(size[1]))).numpy()
+    references: dict[str, Callable[..., torch.Tensor]] = {
         "select_scores": cu.select_scores,
         "channel_weights": cu.channel_weights,
         "weighted_cam": cu.weighted_cam,
         "normalize_per_image": cu.normalize_per_image,
         "guided_backprop": cu.guided_backprop,
-    }[name]
+    }
+    reference = references[name]
     return reference(*args).detach().numpy()
 
 
