@@ -29,7 +29,8 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG)
 
-# otter releases: dist/assignments/<name>/student/ + autograder zip; the solution must score full.
+# Releases in dist/assignments/<name>/ (student notebook, Gradescope zip); the solution must
+# score full marks and the blank release 0 through the sandboxed grader (python -m grading).
 assignments: $(STAMP)
 	$(PY) assignments/build.py
 
@@ -42,6 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_peers.py
 	$(PY) benchmarks/bench_shapes.py
 	$(PY) benchmarks/bench_notebooks.py
+	$(PY) benchmarks/bench_grade.py
 
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache

@@ -227,6 +227,12 @@ class Sandbox:
         return lib
 
     def _argv(self, lib: Path, fds: tuple[int, int]) -> tuple[list[str], dict[str, str]]:
+        """The command and, for an unsandboxed worker, its environment.
+
+        For bubblewrap: its options, ``--``, and the worker's command line, without the
+        binary. The options travel over a pipe (``--args``), so the sandbox's PID 1, which is
+        bubblewrap, shows no host path of the job in ``/proc/1/cmdline``.
+        """
         env = {
             "PATH": "/usr/bin:/bin",
             "HOME": "/tmp",
@@ -243,14 +249,12 @@ class Sandbox:
         if not self.isolate:
             env["PYTHONPATH"] = str(lib)
             return [sys.executable, *worker, str(self.notebook), *map(str, fds)], env
-        bwrap = find_bwrap()
-        assert bwrap is not None  # checked by sandbox_problem() before any job starts
         env["PYTHONPATH"] = INSIDE_LIB
         if self.uid is not None:
             env["GRADING_SANDBOX_UID"] = str(self.uid)
         roots = _python_roots()
         made: set[Path] = set()
-        argv = [bwrap, *_namespace_flags(), *_system_binds()]
+        argv = [*_namespace_flags(), *_system_binds()]
         for root in roots:
             argv += [*_dirs_for(root, made), "--ro-bind", str(root), str(root)]
         for hidden in _masked(roots):
@@ -262,8 +266,7 @@ class Sandbox:
         argv += ["--chdir", "/tmp", "--clearenv"]
         for key, value in env.items():
             argv += ["--setenv", key, value]
-        argv += [sys.executable, *worker, INSIDE_NOTEBOOK, *map(str, fds)]
-        return argv, {}
+        return [*argv, "--", sys.executable, *worker, INSIDE_NOTEBOOK, *map(str, fds)], {}
 
     def _preexec(self) -> Callable[[], None]:
         limits = self.limits
@@ -295,20 +298,29 @@ class Sandbox:
         reply_r, reply_w = os.pipe()
         log_r, log_w = os.pipe()
         argv, env = self._argv(lib, (request_r, reply_w))
+        inherited = [request_r, reply_w]
+        if self.isolate:
+            args_r, args_w = os.pipe()
+            options, command = argv[: argv.index("--")], argv[argv.index("--") :]
+            os.write(args_w, b"".join(a.encode() + b"\0" for a in options))
+            os.close(args_w)
+            inherited.append(args_r)
+            argv = [str(find_bwrap()), "--args", str(args_r), *command]
+            env = {"PATH": "/usr/bin:/bin"}  # bubblewrap itself needs nothing of ours
         try:
             self._proc = subprocess.Popen(
                 argv,
-                env=env or None,
+                env=env,
                 cwd=self.work,
                 stdin=subprocess.DEVNULL,
                 stdout=log_w,
                 stderr=log_w,
-                pass_fds=(request_r, reply_w),
+                pass_fds=tuple(inherited),
                 preexec_fn=self._preexec(),
                 start_new_session=True,
             )
         finally:
-            for fd in (request_r, reply_w, log_w):
+            for fd in (*inherited, log_w):
                 os.close(fd)
         self._fds = (request_w, reply_r, log_r)
         self.channel = Channel(reply_r, request_w)
@@ -376,11 +388,15 @@ class Sandbox:
                 return message["value"]
             if op == "result" and message.get("ok") is False:
                 raise StudentFailure(str(message.get("error"))[:2000])
-            if op == "callback" and callback is not None:
-                try:
-                    reply = {"value": callback(str(message.get("name")), message.get("args"))}
-                except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
-                    reply = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            if op == "callback":
+                if callback is None:
+                    reply = {"error": "no function is computed by the grader in this request"}
+                else:
+                    try:
+                        value = callback(str(message.get("name")), message.get("args"))
+                        reply = {"value": value}
+                    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+                        reply = {"error": f"{type(exc).__name__}: {exc}"[:500]}
                 self.channel.send(reply, self.deadline)
                 continue
             raise ProtocolError(f"unexpected message from the worker: {str(message)[:100]}")

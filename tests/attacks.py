@@ -8,7 +8,8 @@ sources. The expected verdict is the whole point of each attack:
 
 * ``zero``: graded to the end (status ``ok``) or stopped (any other status), with 0 points;
 * ``status:<s>``: that status (and so 0 points);
-* ``only:<q>``: the solution's full marks except question ``q`` (the attacked answer);
+* ``only:<q>[,<q>...]``: the solution's full marks except these questions (the attacked
+  answer, and in A1 the questions that build on it);
 * ``full``: the solution's full marks: the attack tried to read, leak or break something
   outside its sandbox, which the test checks separately.
 
@@ -205,7 +206,7 @@ upsample = lambda maps, size: torch.full((maps.shape[0], *size), float("inf"))
     # --- a side effect hidden by a forged observation
     "hides_leftover_hooks": Attack(
         f"{A1}:solution",
-        "only:q2",
+        "only:q2,q3",
         """
 import grading.scenarios as s
 s.hook_count = lambda model: 0
@@ -223,18 +224,20 @@ def guided_relus(model):
         "full",
         """
 import glob, os
-print("ENV", dict(os.environ))
+found = []
+roots = ["/grading", "/tmp", "/work", "/root", "/home", "/opt", "/autograder", "/etc", "/srv"]
+for root in roots:  # not /proc (endless) nor /usr (system files)
+    for pattern in ("/**/*.py", "/**/*.csv", "/**/*.json"):
+        for path in glob.glob(root + pattern, recursive=True):
+            if "site-packages" not in path or "grading" in path or "course_utils" in path:
+                found.append(path)
+print("FILES", found[:300])
 for path in glob.glob("/proc/[0-9]*/environ") + glob.glob("/proc/[0-9]*/cmdline"):
     try:
-        print(path, open(path, "rb").read()[:2000])
+        print(path, open(path, "rb").read()[:1000])
     except OSError as exc:
         print(path, exc)
-for pattern in ["/**/grading/assignments/*.py", "/**/grading/compare.py", "/**/*.csv"]:
-    for path in glob.glob(pattern, recursive=True):
-        try:
-            print(path, open(path).read()[:5000])
-        except OSError:
-            pass
+print("ENV", dict(os.environ))
 """,
     ),
     # --- escape: outlive the job, reach the batch, other students, the gradebook

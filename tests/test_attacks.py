@@ -133,7 +133,9 @@ def batch(releases: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRADING_TEST_SECRET", secret)
         mp.setattr(tempfile, "tempdir", str(private_tmp))
+        mp.chdir(subs)  # relative names in the gradebook: "=HYPERLINK(1).ipynb" starts a cell
         limits = Limits(timeout=150)
+        a2 = [p.relative_to(subs) for p in a2]
         results = grade_many("a2_grad_cam", a2, gradebook, limits=limits, workers=2, progress=False)
         results += grade_many(
             "a1_guided_backprop", a1, outside / "a1.csv", limits=limits, workers=2, progress=False
@@ -166,7 +168,7 @@ def _expected_scores(assignment: str, expectation: str) -> tuple[str | None, dic
     if expectation == "full":
         return "ok", full
     if expectation.startswith("only:"):
-        return "ok", {**full, expectation[5:]: 0.0}
+        return "ok", {**full, **dict.fromkeys(expectation[5:].split(","), 0.0)}
     if expectation.startswith("status:"):
         return expectation[7:], dict.fromkeys(full, 0.0)
     return None, dict.fromkeys(full, 0.0)  # "zero": any status, no points
@@ -203,8 +205,17 @@ def test_nothing_outside_the_job_changes(batch: dict) -> None:
 
 def test_secrets_stay_with_the_grader(batch: dict) -> None:
     log = batch["results"]["exfiltrates_secrets.ipynb"].log_tail
-    assert "ENV" in log, "the probe ran"
-    for secret in (batch["secret"], "q6_random_batches", "def stand_in", "pytest", "a2_blank"):
+    assert "FILES" in log and "ENV" in log, "the probe ran"
+    assert "/grading/lib/grading/worker.py" in log, "the probe sees what it may see"
+    for secret in (
+        batch["secret"],  # the grader's environment
+        "grading/assignments",  # the hidden tests
+        "compare.py",  # the scoring
+        "gradebook",  # the batch's outputs
+        "a2_blank.ipynb",  # other submissions
+        "pytest",  # the batch's command line
+        "upsample.py",  # the reference
+    ):
         assert secret not in log
 
 
