@@ -1,7 +1,10 @@
 """Hostile submissions for tests/test_attacks.py: one or more per attack class.
 
 Each attack is a code cell appended to a base notebook (an assignment's solution or its
-blank release), so it runs after the answers and may redefine them. ``{placeholders}`` are
+blank release), so it runs after the answers and may redefine them. Attacks that answer one
+question by cheating start from the blank release (quick to grade): the cheated question
+must still score 0. The committed fixtures (tests/fixtures/submissions/) show on the full
+solution that such an answer costs that question only. ``{placeholders}`` are
 filled in by the test with absolute paths of the grading machine: a canary file, another
 student's submission, the attack's own original file, the gradebook, the course_utils
 sources. The expected verdict is the whole point of each attack:
@@ -83,8 +86,8 @@ for _ in range(50):
     ),
     # --- the reference, reached however it can be spelled
     "reexports_reference": Attack(
-        f"{A2}:solution",
-        "only:q6",
+        f"{A2}:blank",
+        "zero",
         """
 import course_utils
 def normalize_per_image(maps):
@@ -92,8 +95,8 @@ def normalize_per_image(maps):
 """,
     ),
     "imports_reference_module": Attack(
-        f"{A2}:solution",
-        "only:q6",
+        f"{A2}:blank",
+        "zero",
         """
 def normalize_per_image(maps):
     import importlib
@@ -101,8 +104,8 @@ def normalize_per_image(maps):
 """,
     ),
     "reference_by_path": Attack(
-        f"{A2}:solution",
-        "only:q6",
+        f"{A2}:blank",
+        "zero",
         """
 import glob, os, runpy, sys
 def normalize_per_image(maps):
@@ -125,8 +128,8 @@ def normalize_per_image(maps):
 """,
     ),
     "reference_through_checks": Attack(
-        f"{A1}:solution",
-        "only:q3",
+        f"{A1}:blank",
+        "zero",
         """
 def guided_backprop(model, images, labels=None):
     from course_utils.checks.gradients import input_gradient
@@ -137,8 +140,8 @@ def guided_backprop(model, images, labels=None):
 """,
     ),
     "other_library": Attack(
-        f"{A1}:solution",
-        "only:q3",
+        f"{A1}:blank",
+        "zero",
         """
 def guided_backprop(model, images, labels=None):
     from captum.attr import GuidedBackprop
@@ -149,8 +152,8 @@ def guided_backprop(model, images, labels=None):
 """,
     ),
     "stand_in_outside_its_question": Attack(
-        f"{A2}:solution",
-        "only:q6",
+        f"{A2}:blank",
+        "zero",
         """
 from course_utils import guided_backprop as remote_call
 def normalize_per_image(maps):
@@ -220,8 +223,8 @@ def guided_relus(model):
     ),
     # --- secrets: hidden tests, grading code, the batch's environment and command line
     "exfiltrates_secrets": Attack(
-        f"{A2}:solution",
-        "full",
+        f"{A2}:blank",
+        "zero",
         """
 import glob, os
 found = []

@@ -414,3 +414,17 @@ def test_a_leaking_release_fails_the_build(releases: dict[str, Path], tmp_path: 
     (leaky / f"{name}.ipynb").write_text(solution)
     with pytest.raises(build.BuildError, match="leaks"):
         build.check_release(ROOT / "assignments" / f"{name}.ipynb", leaky)
+
+
+def test_unsafe_mode_grades_without_a_sandbox(tmp_path: Path) -> None:
+    """``--unsafe-no-sandbox`` runs the same worker as a plain child process."""
+    fixtures = ROOT / "tests" / "fixtures" / "submissions"
+    (solution, blank) = batch_module.grade_many(
+        "a2_grad_cam",
+        [fixtures / "a2_per_batch_norm.ipynb", fixtures / "a2_blank.ipynb"],
+        tmp_path / "g.csv",
+        isolate=False,
+        workers=2,
+        progress=False,
+    )
+    assert (solution.status, solution.total, blank.status, blank.total) == ("ok", 8.0, "ok", 0.0)

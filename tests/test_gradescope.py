@@ -41,9 +41,11 @@ def gradescope(releases: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
         zf.extractall(source)
     for script in ("setup.sh", "run_autograder"):
         (source / script).chmod(0o755)
+    machine_pip = {k: v for k, v in os.environ.items() if k.startswith("PIP_")}
     env = {
+        **machine_pip,  # this machine's pip configuration (local wheel folders)
         "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
-        "HOME": str(work),
+        "HOME": os.environ.get("HOME", str(work)),
         "PYTHON": str(venv / "bin" / "python"),
         "PIP_CONSTRAINT": str(CONSTRAINTS),
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
