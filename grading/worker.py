@@ -19,6 +19,7 @@ its own computation.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
 import sys
@@ -92,6 +93,9 @@ def run_notebook(path: str) -> tuple[dict[str, Any], list[str]]:
         except BaseException as exc:  # a student's cell may raise anything, exit included
             errors.append(f"cell {index}: {type(exc).__name__}: {exc}"[:300])
             traceback.print_exc()
+        for stream in (sys.stdout, sys.stderr):  # the sandbox ends with SIGKILL: no buffers
+            with contextlib.suppress(Exception):
+                stream.flush()
     return namespace, errors
 
 
@@ -190,6 +194,9 @@ class Server:
                 reply = {"op": "result", "ok": False, "error": message}
             finally:
                 self.serving = False
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(Exception):
+                        stream.flush()
             self.channel.send(reply)
 
 
