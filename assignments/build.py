@@ -55,6 +55,7 @@ RUN_AUTOGRADER = """\
 #!/usr/bin/env bash
 # Gradescope runs this for each submission; GRADESCOPE_ROOT replaces /autograder.
 set -euo pipefail
+cd "$(dirname "$0")"  # never import a stray grading/ folder from the working directory
 exec "${{PYTHON:-python3}}" -m grading.gradescope --assignment {name} "$@"
 """
 #: What the grader imports besides the course wheel (installed with --no-deps): the course's

@@ -67,6 +67,7 @@ def gradescope(releases: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
     where = subprocess.run(
         [env["PYTHON"], "-c", "import grading, course_utils; print(grading.__file__)"],
         env=env,
+        cwd=work,
         capture_output=True,
         text=True,
         check=True,
@@ -82,7 +83,7 @@ def gradescope(releases: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
             folder.mkdir()
         shutil.copyfile(notebook, submission / f"{name}.ipynb")
         run = subprocess.run(
-            [str(source / "run_autograder")], env=env, capture_output=True, text=True
+            [str(source / "run_autograder")], env=env, cwd=root, capture_output=True, text=True
         )
         assert run.returncode == 0, run.stderr[-3000:]
         scores[kind] = json.loads((results / "results.json").read_text())
