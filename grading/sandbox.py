@@ -254,7 +254,9 @@ class Sandbox:
             env["GRADING_SANDBOX_UID"] = str(self.uid)
         roots = _python_roots()
         made: set[Path] = set()
+        # /tmp first: a Python environment under /tmp (a test's venv) is bound on top of it
         argv = [*_namespace_flags(), *_system_binds()]
+        argv += ["--perms", "1777", "--size", str(self.limits.tmp_mb << 20), "--tmpfs", "/tmp"]
         for root in roots:
             argv += [*_dirs_for(root, made), "--ro-bind", str(root), str(root)]
         for hidden in _masked(roots):
@@ -262,7 +264,6 @@ class Sandbox:
         argv += [*_dirs_for(Path(INSIDE_LIB), made), "--ro-bind", str(lib), INSIDE_LIB]
         argv += ["--ro-bind", str(self.notebook), INSIDE_NOTEBOOK]
         argv += ["--proc", "/proc", "--dev", "/dev"]
-        argv += ["--perms", "1777", "--size", str(self.limits.tmp_mb << 20), "--tmpfs", "/tmp"]
         argv += ["--chdir", "/tmp", "--clearenv"]
         for key, value in env.items():
             argv += ["--setenv", key, value]
