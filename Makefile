@@ -60,7 +60,8 @@ lab-sources: $(STAMP)
 progress: $(STAMP)
 	$(PY) -m course_utils.workspace progress $(WORKSPACE)
 
-# otter releases: dist/assignments/<name>/student/ + autograder zip; the solution must score full.
+# Releases in dist/assignments/<name>/ (student notebook, Gradescope zip); the solution must
+# score full marks and the blank release 0 through the sandboxed grader (python -m grading).
 assignments: $(STAMP)
 	$(PY) assignments/build.py
 
@@ -75,6 +76,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_shapes.py
 	$(PY) benchmarks/bench_notebooks.py
 	$(PY) benchmarks/bench_explorer.py
+	$(PY) benchmarks/bench_grade.py
 
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -33,3 +35,17 @@ def resnet(device: str) -> nn.Module:
 def images(device: str) -> torch.Tensor:
     """A non-square batch of three: catches (H, W) / (W, H) mix-ups."""
     return torch.randn(3, 3, 64, 96, generator=torch.Generator().manual_seed(1)).to(device)
+
+
+@pytest.fixture(scope="session")
+def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Both assignments built by assignments/build.py (releases checked, not graded).
+
+    Name -> its output folder (``student/``, ``autograder/`` with the solution and zip).
+    """
+    pytest.importorskip("otter", reason="building assignments needs the instructor extra")
+    from build_helpers import load_build
+
+    build = load_build()
+    out = tmp_path_factory.mktemp("dist")
+    return {m.stem: build.build(m, out, check=False).parents[1] for m in build.masters()}
