@@ -59,7 +59,6 @@ __all__ = [
     "explorer",
     "layer_choices",
     "plot_explanation",
-    "predict",
 ]
 
 METHODS: dict[str, str] = {
@@ -142,18 +141,6 @@ def _model_input(bundle: BundleLike, image: Any) -> torch.Tensor:
     return x.to(device)[None]
 
 
-def predict(bundle: BundleLike, image: Any, top_k: int = 5) -> list[tuple[int, str, float]]:
-    """The ``top_k`` most likely classes of one image: ``[(index, name, probability), ...]``.
-
-    Args:
-        bundle: model bundle (see :class:`BundleLike`).
-        image: PIL image, uint8 ``(H, W, 3)`` array, or a preprocessed ``(C, H, W)`` tensor.
-        top_k: how many classes (at most the number of classes).
-    """
-    x = _model_input(bundle, image)
-    return _top_k(bundle, _probabilities(bundle.model, x), top_k)
-
-
 def _probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with evaluating(model), torch.no_grad():
         return torch.softmax(model(x).float(), dim=1)[0].cpu()
@@ -225,19 +212,17 @@ def explain(
     elif not 0 <= class_index < num_classes:
         raise ValueError(f"class_index {class_index} is out of range 0..{num_classes - 1}")
     class_index = int(class_index)
-    if method == "guided_backprop":
-        layer_name = None
-    else:
-        layer_name, _ = resolve_layer(bundle.model, layer or bundle.target_layer)
-
+    layer_name: str | None = None
     start = time.perf_counter()
-    if method == "grad_cam":
-        result = grad_cam(bundle.model, x, [class_index], layer=layer_name)[0]
-    elif method == "guided_backprop":
+    if method == "guided_backprop":
         result = guided_backprop(bundle.model, x, [class_index])[0].permute(1, 2, 0)
     else:
-        result = guided_grad_cam(bundle.model, x, [class_index], layer=layer_name)[0]
-        result = result.permute(1, 2, 0)
+        layer_name, _ = resolve_layer(bundle.model, layer or bundle.target_layer)
+        if method == "grad_cam":
+            result = grad_cam(bundle.model, x, [class_index], layer=layer_name)[0]
+        else:
+            result = guided_grad_cam(bundle.model, x, [class_index], layer=layer_name)[0]
+            result = result.permute(1, 2, 0)
     seconds = time.perf_counter() - start
 
     return Explanation(

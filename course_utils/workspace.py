@@ -45,7 +45,7 @@ SOURCES = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def strip_solutions(source: str) -> str:
-    """Replace every solution block of a code cell's source by a placeholder line.
+    r"""Replace every solution block of a code cell's source by a placeholder line.
 
     The markers and everything between them go; one ``raise NotImplementedError  # your code
     here`` line, indented like the ``### BEGIN SOLUTION`` marker, takes their place, so a
@@ -62,8 +62,8 @@ def strip_solutions(source: str) -> str:
             publishing such a notebook would leak or mangle a solution.
 
     Example:
-        >>> print(strip_solutions("def f(x):\\n    ### BEGIN SOLUTION\\n    return 2 * x\\n"
-        ...                       "    ### END SOLUTION\\n"))
+        >>> print(strip_solutions("def f(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n"
+        ...                       "    ### END SOLUTION\n"))
         def f(x):
             raise NotImplementedError  # your code here
         <BLANKLINE>

@@ -52,7 +52,7 @@ from PIL import Image as PILImage
 from tag_slides import SLIDE_LINES, draws_figure, height, slide_type, tag_notebook
 from traitlets.config import Config
 
-from course_utils.workspace import PLACEHOLDER, strip_solutions, student_notebook  # noqa: F401
+from course_utils.workspace import student_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = Path(__file__).resolve().parent / "templates"

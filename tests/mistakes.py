@@ -164,7 +164,8 @@ def accumulating_gradient(model: nn.Module, images: torch.Tensor, labels: torch.
 
 def mutating_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Any:
     """No accumulation (``.grad`` is read via autograd.grad), but the caller's tensor is
-    switched to ``requires_grad``."""
+    switched to ``requires_grad``.
+    """
     model.eval()
     images.requires_grad_(True)
     (grad,) = torch.autograd.grad(select_scores(model(images), labels).sum(), images)
@@ -314,7 +315,8 @@ def nothing_guided(model: nn.Module) -> Any:
 @contextmanager
 def full_backward_hooks(model: nn.Module) -> Iterator:
     """Clamps each activation's input gradient with ``register_full_backward_hook``: the
-    in-place ReLUs then modify the hook's view and the backward pass raises."""
+    in-place ReLUs then modify the hook's view and the backward pass raises.
+    """
     handles = [
         m.register_full_backward_hook(lambda mod, gin, gout: (gin[0].clamp(min=0),))
         for m in model.modules()

@@ -657,7 +657,8 @@ def _h_swap_modules(model: nn.Module) -> Iterator[None]:
 @contextmanager
 def _h_backward_hooks(model: nn.Module) -> Iterator[None]:
     """Clamps each activation's output gradient with a tensor hook, never removing the forward
-    hooks' handles (kept in a list that is dropped)."""
+    hooks' handles (kept in a list that is dropped).
+    """
     for module in model.modules():
         if isinstance(module, RELUS):
             module.register_forward_hook(lambda m, i, o: o.register_hook(lambda g: g.clamp(min=0)))

@@ -16,6 +16,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course_utils import workspace
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))  # build_course imports tag_slides from beside it
 _PATH = ROOT / "scripts" / "build_course.py"
@@ -42,10 +44,10 @@ check(answer)
 
 
 def test_strip_solutions_removes_code_and_keeps_valid_python():
-    stripped = build_course.strip_solutions(SOLVED)
+    stripped = workspace.strip_solutions(SOLVED)
     assert "secret" not in stripped and "42" not in stripped
     assert "BEGIN SOLUTION" not in stripped and "END SOLUTION" not in stripped
-    assert stripped.count(build_course.PLACEHOLDER) == 2
+    assert stripped.count(workspace.PLACEHOLDER) == 2
     assert "    raise NotImplementedError  # your code here\n" in stripped  # keeps the indent
     assert stripped.endswith("check(answer)\n")
     ast.parse(stripped)
@@ -53,7 +55,7 @@ def test_strip_solutions_removes_code_and_keeps_valid_python():
 
 def test_strip_solutions_leaves_plain_cells_alone():
     source = "x = 1\nprint(x)  # ### not a marker\n"
-    assert build_course.strip_solutions(source) == source
+    assert workspace.strip_solutions(source) == source
 
 
 @pytest.mark.parametrize(
@@ -66,7 +68,7 @@ def test_strip_solutions_leaves_plain_cells_alone():
 )
 def test_strip_solutions_rejects_broken_markers(source, message):
     with pytest.raises(ValueError, match=message):
-        build_course.strip_solutions(source)
+        workspace.strip_solutions(source)
 
 
 def test_student_notebook_strips_code_cells_only_and_clears_outputs():
@@ -77,7 +79,7 @@ def test_student_notebook_strips_code_cells_only_and_clears_outputs():
     nb = nbformat.v4.new_notebook(cells=[prose, code])
     nb.metadata["widgets"] = {"state": {}}
 
-    student = build_course.student_notebook(nb)
+    student = workspace.student_notebook(nb)
     assert student.cells[0].source == prose.source
     cell = student.cells[1]
     assert "secret" not in cell.source and cell.outputs == [] and cell.execution_count is None
@@ -91,7 +93,7 @@ def test_student_notebook_names_the_broken_cell():
         cells=[nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("### BEGIN SOLUTION")]
     )
     with pytest.raises(ValueError, match="cell 1"):
-        build_course.student_notebook(nb)
+        workspace.student_notebook(nb)
 
 
 def test_title_description_and_index():
@@ -139,7 +141,7 @@ def test_main_without_execution_writes_pages_index_and_student_copy(tmp_path):
     assert '<a href="04_pooling.slides.html">slides</a>' in (course / "index.html").read_text()
     copy = nbformat.read(student / "04_pooling.ipynb", as_version=4)
     code = "\n".join(c.source for c in copy.cells if c.cell_type == "code")
-    assert "BEGIN SOLUTION" not in code and build_course.PLACEHOLDER in code
+    assert "BEGIN SOLUTION" not in code and workspace.PLACEHOLDER in code
     with pytest.raises(SystemExit, match="no notebook matches"):
         build_course.main(["--only", "99", "--no-execute", "--out", str(tmp_path)])
 

@@ -265,7 +265,8 @@ def test_every_seed_mistake_is_covered() -> None:
 
 def test_every_specific_mistake_is_exercised() -> None:
     """Each catalogue entry beyond the generic ones is named for some wrong implementation,
-    so no entry is dead and no diagnosis goes untested."""
+    so no entry is dead and no diagnosis goes untested.
+    """
     generic = {"crashed", "wrong_shape", "wrong_values"}
     assert set(MISTAKES) - generic <= {w[3] for w in WRONG} | {c[3] for c in mistakes_fresh.CASES}
 

@@ -86,13 +86,14 @@ def test_a_pass_resets_the_ladder() -> None:
 
 
 def test_unknown_exercise_is_named() -> None:
-    with pytest.raises(ValueError, match="unknown exercise '4.weights'"):
+    with pytest.raises(ValueError, match=r"unknown exercise '4\.weights'"):
         hint("4.weights")
 
 
 def test_every_exercise_is_in_its_notebook() -> None:
     """Each exercise id heads a solution cell of its notebook, and its check is called there
-    (07 belongs to the lectures: only its check call is required)."""
+    (07 belongs to the lectures: only its check call is required).
+    """
     for exercise in EXERCISES.values():
         nb = nbformat.read(SOURCES / f"{exercise.notebook}.ipynb", as_version=4)
         code = [c.source for c in nb.cells if c.cell_type == "code"]

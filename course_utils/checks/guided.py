@@ -57,6 +57,7 @@ class SwapNet(nn.Module):
             shifted.bias[:4] += 6.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores ``(N, K)`` of a batch ``(N, C, H, W)``."""
         return self.head(self.features(x))
 
 

@@ -228,6 +228,7 @@ class TinyNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores ``(N, K)`` of a batch ``(N, C, H, W)``."""
         return self.head(self.block(self.relu(self.conv(x))))
 
 
