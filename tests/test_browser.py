@@ -200,10 +200,7 @@ def _slides(page) -> list[dict]:
 
 
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-SMALL_TEXT_ELSEWHERE: dict[str, str] = {
-    "05_upsampling": "cell 7: figsize=(17, 4.2) is 1700 px, shown at ~1200: 12 pt labels -> 11 px",
-    "09_does_it_work": "cells 10, 15, 19 set fontsize=9 titles on 9-inch grids: 9-12 px on a slide",
-}
+SMALL_TEXT_ELSEWHERE: dict[str, str] = {}
 """Notebooks whose own plotting code sets figure text too small for a projector (explicit
 ``fontsize=`` below 11 pt, or figures far wider than a slide): not this test's to fix, so
 their check is an expected failure that names the figures; remove an entry once fixed."""
