@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import course_utils
@@ -44,12 +45,27 @@ def _units() -> dict[str, list[Path]]:
     return units
 
 
+def _import_time_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """The nodes of a module that run when it is imported: function bodies are skipped.
+
+    A function-level import of a forbidden unit cannot break the import of its module; inside
+    the sandbox it fails when called, since the forbidden unit is absent. So only import-time
+    imports make a unit depend on another.
+    """
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(node))
+
+
 def _imports(files: list[Path]) -> set[str]:
-    """The course_utils units these files import (relative or absolute imports)."""
+    """The course_utils units these files import when they are imported."""
     found: set[str] = set()
     for file in files:
         depth = len(file.relative_to(PACKAGE_DIR).parts) - 1
-        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+        for node in _import_time_nodes(ast.parse(file.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom):
                 if node.level == depth + 1:
                     names = [node.module] if node.module else [a.name for a in node.names]

@@ -132,7 +132,7 @@ def normalize_per_image(maps):
         "zero",
         """
 def guided_backprop(model, images, labels=None):
-    from course_utils.checks.gradients import input_gradient
+    from course_utils.checks.probes import input_gradient
     relus = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
     if labels is None:
         labels = model.eval()(images).argmax(1)

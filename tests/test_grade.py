@@ -106,7 +106,7 @@ def test_sandbox_package_lacks_every_route_to_the_reference(
     compile(init, "__init__.py", "exec")
     for module in dropped:
         assert f"from .{module} import" not in init
-    assert (package / "weights").is_dir() and (package / "models.py").is_file()
+    assert (package / "weights").is_dir() and (package / "models").is_dir()
 
 
 def test_a2_keeps_guided_backprop_as_a_grader_call() -> None:

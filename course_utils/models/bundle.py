@@ -12,7 +12,6 @@ from PIL import Image
 from torch import nn
 
 from ..data import to_rgb
-from ..hooks import evaluating
 
 __all__ = ["ImageLike", "ModelBundle", "WeightsError", "imagenet_classes"]
 
@@ -90,6 +89,10 @@ class ModelBundle:
                 "image must be a PIL image, a uint8 array or a preprocessed (C, H, W) tensor, "
                 f"got {type(image).__name__}"
             )
+        # Imported here, not at module level: the graders' sandboxes ship the models without the
+        # hooks stage when an assignment asks students to write it (grading/forbidden.py).
+        from ..hooks import evaluating
+
         device = next(self.model.parameters()).device
         with evaluating(self.model), torch.no_grad():
             probabilities = torch.softmax(self.model(x.to(device)[None]).float(), dim=1)[0]
