@@ -85,7 +85,8 @@ def test_every_readme_stage_file_exists() -> None:
     sorted(
         set(
             re.findall(
-                r"`((?:course_utils|tests|notebooks|assignments|scripts)/[^`<>*]+)`", CONTRIBUTING
+                r"`((?:course_utils|grading|tests|notebooks|assignments|scripts)/[^`<>*]+)`",
+                CONTRIBUTING,
             )
         )
     ),
@@ -103,9 +104,12 @@ def test_every_path_a_recipe_names_exists(path: str) -> None:
         ("STAGES", "tests/test_notebooks.py"),
         ("CORRECT", "tests/test_checks.py"),
         ("WRONG", "tests/test_checks.py"),
-        ("_CATALOGUE", "course_utils/checks/_core.py"),
-        ("EXPECTED", "tests/test_grade.py"),
-        ("FORBIDDEN_MODULES", "assignments/grading_support.py"),
+        ("_CATALOGUE", "course_utils/checks/mistakes.py"),
+        ("QUESTIONS", "grading/assignments/a2.py"),
+        ("FORBIDDEN", "grading/forbidden.py"),
+        ("WRONG_ANSWERS", "tests/test_grade.py"),
+        ("ATTACKS", "tests/attacks.py"),
+        ("FIXTURE_EXPECT", "tests/test_attacks.py"),
     ],
 )
 def test_every_list_a_recipe_names_is_defined_where_it_says(name: str, where: str) -> None:

@@ -408,9 +408,9 @@ def hint(exercise: str | None = None) -> str:
             default: the exercise whose check ran last.
 
     Example:
-        >>> hint("04.weights")  # before any attempt  # doctest: +ELLIPSIS
-        04.weights: no failed attempt in this session yet...
-        '...'
+        >>> hint("04.weights")  # doctest: +ELLIPSIS
+        04.weights...
+        '04.weights...'
 
     """
     ex = _resolve(exercise)
