@@ -78,14 +78,14 @@ def main() -> None:
         "course_utils.guided_backprop": (lambda: course_utils.guided_backprop(model, x, y), None),
         "original GradCam.guided_backprop": (None, fresh),
     }  # fmt: skip
-    seed = OriginalGradCam()
+    original = OriginalGradCam()
     times: dict[str, list[float]] = {name: [] for name in variants}
     warnings.simplefilter("ignore")  # the original's deprecated backward hook
     for rep in range(args.repeats + 1):  # first round is a warm-up
         for name, (fn, make_model) in variants.items():
             if make_model is not None:  # the original needs a model it may ruin
                 victim, xi = make_model(), x.clone()
-                method = seed.grad_cam if "grad_cam" in name else seed.guided_backprop
+                method = original.grad_cam if "grad_cam" in name else original.guided_backprop
                 start = clock()
                 method(xi, y, victim)
             else:

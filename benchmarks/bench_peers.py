@@ -146,9 +146,9 @@ def _torchcam_grad_cam(state) -> torch.Tensor:
     return normalize_per_image(upsample(cam, tuple(images.shape[-2:])))
 
 
-def _seed_setup(model, images, labels):
-    # The seed mutates its model and leaves hooks behind: give it a fresh copy every call, so
-    # that it is timed at its best (one hook), and a fresh input (it accumulates X.grad).
+def _original_setup(model, images, labels):
+    # The original code mutates its model and leaves hooks behind: give it a fresh copy every
+    # call, so that it is timed at its best (one hook), and a fresh input (it accumulates X.grad).
     return copy.deepcopy(model), images.clone(), labels.clone()
 
 
@@ -169,14 +169,14 @@ GRAD_CAM = [
     Contender("captum LayerGradCam", _shared, _captum_grad_cam),
     Contender("pytorch-grad-cam GradCAM", _shared, _pgc_grad_cam),
     Contender("torchcam GradCAM", _shared, _torchcam_grad_cam),
-    Contender("original solution (seed)", _seed_setup, _seed_grad_cam),
+    Contender("original solution (seed)", _original_setup, _seed_grad_cam),
 ]
 GUIDED = [
     Contender("floor: forward + grad to input", _shared, _floor_gradient),
     Contender("course_utils.guided_backprop", _shared, _course_guided),
     Contender("captum GuidedBackprop", _shared, _captum_guided),
     Contender("pytorch-grad-cam GuidedBackprop", _shared, _pgc_guided),
-    Contender("original solution (seed)", _seed_setup, _seed_guided),
+    Contender("original solution (seed)", _original_setup, _seed_guided),
 ]
 
 
@@ -219,13 +219,18 @@ def report(title, contenders, medians, results, reference):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224, help="square side; the seed needs square")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=224,
+        help="square side (the original code needs square)",
+    )
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")  # the seed's deprecated hook, captum's notices
+    warnings.filterwarnings("ignore")  # the original code's deprecated hook, captum's notices
     torch.manual_seed(0)
     model = squeezenet1_1(weights=None).eval()
     generator = torch.Generator().manual_seed(1)

@@ -249,8 +249,11 @@ def progress(workspace: Path | str | None = None) -> str:
     """
     folder = Path.cwd() if workspace is None else Path(workspace)
     if not (folder / MANIFEST).exists():
+        # The folder's name only: this message lands in rendered course pages, which must not
+        # show the machine's paths.
+        where = "This folder" if workspace is None else f"'{folder.name}'"
         text = (
-            f"{folder} is not a learner workspace (no {MANIFEST}). Your progress is measured "
+            f"{where} is not a learner workspace (no {MANIFEST}). Your progress is measured "
             "in the workspace that `make lab` opens; these are the instructor sources."
         )
     else:

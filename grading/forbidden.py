@@ -21,7 +21,7 @@ import course_utils
 PACKAGE_DIR = Path(course_utils.__file__).resolve().parent
 
 #: course_utils modules whose content an assignment grades: students write their own.
-#: ``original`` is the seed assignment's solution, kept as a specimen: off limits everywhere.
+#: ``original`` is the original assignment's solution, kept as a specimen: off limits everywhere.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "a1_guided_backprop": ("relu", "guided", "cam", "original"),
     "a2_grad_cam": ("scores", "hooks", "pooling", "upsample", "cam", "original"),

@@ -1,9 +1,9 @@
 """Wrong implementations of every exercise, one classic mistake each, for tests/test_checks.py.
 
-Each one is what a learner plausibly writes (several come straight from the assignment in
-``shared/seed/origin.md``). The end-to-end functions are built by :func:`learner_guided_backprop`
-and :func:`learner_grad_cam` from switches that default to the correct choice, so every
-wrong variant differs from a correct one in exactly one place.
+Each one is what a learner plausibly writes (several come straight from the original
+assignment, :mod:`course_utils.original`). The end-to-end functions are built by
+:func:`learner_guided_backprop` and :func:`learner_grad_cam` from switches that default to the
+correct choice, so every wrong variant differs from a correct one in exactly one place.
 """
 
 from __future__ import annotations
@@ -507,6 +507,6 @@ def learner_grad_cam(
     return fn
 
 
-def seed_method(name: str) -> Any:
+def original_method(name: str) -> Any:
     """``SeedGradCam().<name>`` with the course's argument order ``(model, images, labels)``."""
     return lambda model, images, labels: getattr(OriginalGradCam(), name)(images, labels, model)

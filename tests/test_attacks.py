@@ -43,7 +43,7 @@ FIXTURE_EXPECT = {
     "a2_invalid_json": "status:invalid notebook",
     "a2_prints_megabytes": "full",  # 30 MB of print(): output volume must not matter
     "a2_rewrites_tests": "zero",  # otter-era attack: rewrites test files (none are visible)
-    "a2_per_batch_norm": "only:q6",  # the seed assignment's batch-wide min-max
+    "a2_per_batch_norm": "only:q6",  # the original assignment's batch-wide min-max
     "a2_reexports_reference": "only:q6",
     "a2_patches_reference": "only:q6",  # per-batch answer + patching a reference module
 }

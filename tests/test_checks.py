@@ -124,7 +124,7 @@ WRONG: list[tuple[str, Callable[[Any], None], Any, str]] = [
         "permanent_swap",
     ),
     (
-        "gb-seed-swap",
+        "gb-original-swap",
         check_guided_backprop,
         m.learner_guided_backprop(guided="permanent", use_eval=False, copy=False),
         "permanent_swap",
@@ -215,8 +215,8 @@ def test_mistake_is_named(check: Callable[[Any], None], fn: Any, key: str, capsy
 def test_the_assignment_code_is_diagnosed(
     check: Callable[[Any], None], name: str, key: str
 ) -> None:
-    """The seed's own code, transcribed, fails each check with its first classic mistake."""
-    fn = m.CpuZerosReLU.apply if name == "CustomReLU" else m.seed_method(name)
+    """The original assignment's code, transcribed, fails each check with its first mistake."""
+    fn = m.CpuZerosReLU.apply if name == "CustomReLU" else m.original_method(name)
     with pytest.raises(CheckFailed) as info:
         check(fn)
     assert info.value.mistake is MISTAKES[key]

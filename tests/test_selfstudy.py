@@ -152,7 +152,9 @@ def test_workspace_is_ignored_by_git_ruff_and_pytest() -> None:
 
 
 def test_progress_outside_a_workspace_says_where_to_run_it(capsys: Any) -> None:
-    assert "not a learner workspace" in workspace.progress(SOURCES)
+    text = workspace.progress(SOURCES)
+    assert "not a learner workspace" in text
+    assert str(SOURCES.parent) not in text, "a machine path would land in the rendered pages"
 
 
 def test_progress_table_names_each_result() -> None:
