@@ -163,7 +163,7 @@ def test_progress_table_names_each_result() -> None:
     assert re.search(r"04\.cam .*✗ " + re.escape(MISTAKES["relu_before_sum"].name), table)
     assert re.search(r"05\.upsample .*not attempted", table)
     assert re.search(r"01\.guided_relu .*not run", table)
-    assert "1 of 11 exercises passed" in table
+    assert "1 of 12 exercises passed" in table
 
 
 def test_progress_runs_the_workspace_checks(tmp_path: Path) -> None:
