@@ -71,7 +71,9 @@ class LookalikeNet(nn.Module):
     """Probe model for :func:`check_relu_modules`: look-alike activations next to real ones.
 
     ``LeakyReLU`` and ``SiLU`` must be left out (a test on the class *name* containing
-    ``"ReLU"`` picks up the first); one ``ReLU`` object used twice must be listed once.
+    ``"ReLU"`` picks up the first). One ``ReLU`` object is used at two places; listing it
+    under both names is accepted (hooking it twice applies the guided rule twice, which
+    changes nothing).
     """
 
     def __init__(self) -> None:
@@ -113,7 +115,7 @@ def check_relu_modules(fn: Callable[[nn.Module], Any]) -> None:
 
     Compared (in any order) with :func:`course_utils.relu_modules` on :class:`SwapNet` (a ReLU
     nested two blocks deep, a ReLU6), :class:`LookalikeNet` (LeakyReLU and SiLU to leave
-    out, one ReLU used twice) and SqueezeNet 1.1 (ReLUs in Fire modules and the classifier).
+    out, one ReLU used at two places) and SqueezeNet 1.1 (ReLUs in Fire modules and the classifier).
     Every name must resolve to its module with ``model.get_submodule``; the model must be
     left as it was.
     """
@@ -131,8 +133,7 @@ def check_relu_modules(fn: Callable[[nn.Module], Any]) -> None:
         want = {id(module): name for name, module in expected}
         missing = [name for i, name in want.items() if i not in got_ids]
         extra = [type(module).__name__ for _, module in pairs if id(module) not in want]
-        twice = len(got_ids) - len(set(got_ids))
-        ok = not (missing or extra or twice)
+        ok = not (missing or extra)
         print(
             f"{label}: {len(pairs)} listed, {len(expected)} expected, {len(missing)} missing, "
             f"{len(extra)} not ReLU/ReLU6 {'✓' if ok else '✗'}"
@@ -144,8 +145,6 @@ def check_relu_modules(fn: Callable[[nn.Module], Any]) -> None:
             fail("missed_nested", f"{label}: {[n for n in missing if n not in relu6][:3]} missing")
         if relu6:
             fail("relu6_missed", f"{label}: {relu6} missing")
-        if twice:
-            fail("wrong_values", f"{label}: {twice} module(s) listed more than once")
     passed("check_relu_modules")
 
 
