@@ -240,6 +240,31 @@ def aliased_activation(
 RELUS = (nn.ReLU, nn.ReLU6)
 
 
+def relus_among_children(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Looks one level deep only: misses every ReLU inside a block."""
+    return [(name, m) for name, m in model.named_children() if isinstance(m, RELUS)]
+
+
+def relus_without_relu6(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``isinstance(m, nn.ReLU)`` misses ``nn.ReLU6``."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+
+
+def relus_by_class_name(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``"ReLU" in type(m).__name__`` also picks up ``LeakyReLU``."""
+    return [(name, m) for name, m in model.named_modules() if "ReLU" in type(m).__name__]
+
+
+def relus_without_names(model: nn.Module) -> list[nn.Module]:
+    """The modules alone, without their dotted names."""
+    return [m for m in model.modules() if isinstance(m, RELUS)]
+
+
+def relus_named_by_hand(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Names joined with "/" by hand: ``get_submodule`` cannot find them."""
+    return [(n.replace(".", "/"), m) for n, m in model.named_modules() if isinstance(m, RELUS)]
+
+
 def permanent_swap(model: nn.Module) -> None:
     """The assignment's loop, at every depth: a function replaces each ReLU module."""
     for module in list(model.modules()):

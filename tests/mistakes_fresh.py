@@ -469,6 +469,59 @@ def _pre_hooks(model: nn.Module) -> Iterator[None]:
             h.remove()
 
 
+def _walk(module: nn.Module, prefix: str, *, keep_prefix: bool) -> list[tuple[str, nn.Module]]:
+    """Every ReLU/ReLU6 below ``module`` by hand-written recursion over named children."""
+    found = []
+    for name, child in module.named_children():
+        full = f"{prefix}.{name}" if prefix and keep_prefix else name
+        if isinstance(child, RELUS):
+            found.append((full, child))
+        found += _walk(child, full, keep_prefix=keep_prefix)
+    return found
+
+
+def _two_levels(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The assignment's depth: children and grandchildren only."""
+    found = [(n, c) for n, c in model.named_children() if isinstance(c, RELUS)]
+    for name, child in model.named_children():
+        found += [(f"{name}.{n}", c) for n, c in child.named_children() if isinstance(c, RELUS)]
+    return found
+
+
+FIND: list[Case] = [
+    (
+        "find-no-prefix",
+        "check_relu_modules",
+        lambda m: _walk(m, "", keep_prefix=False),
+        "wrong_module_names",
+    ),
+    (
+        "find-type-is",
+        "check_relu_modules",
+        lambda m: [(n, x) for n, x in m.named_modules() if type(x) is nn.ReLU],
+        "relu6_missed",
+    ),
+    ("find-two-levels", "check_relu_modules", _two_levels, "missed_nested"),
+    (
+        "find-repr-names",
+        "check_relu_modules",
+        lambda m: [(str(x), x) for x in m.modules() if isinstance(x, RELUS)],
+        "wrong_module_names",
+    ),
+    (
+        "find-leaky-too",
+        "check_relu_modules",
+        lambda m: [(n, x) for n, x in m.named_modules() if isinstance(x, (*RELUS, nn.LeakyReLU))],
+        "other_activations",
+    ),
+    (
+        "find-dict",
+        "check_relu_modules",
+        lambda m: {n: x for n, x in m.named_modules() if isinstance(x, RELUS)},
+        "modules_without_names",
+    ),
+]
+
 SWAP: list[Case] = [
     ("swap-forward-attr", "check_guided_relus", _forward_swap_ctx, "permanent_swap"),
     ("swap-relu-only", "check_guided_relus", lambda m: _hooks(m, kinds=(nn.ReLU,)), "relu6_missed"),
@@ -602,6 +655,7 @@ CASES: list[Case] = (
     + CAM
     + UPSAMPLE
     + NORMALIZE
+    + FIND
     + SWAP
     + GUIDED
     + GRAD_CAM
@@ -779,6 +833,13 @@ HOLDOUT: list[Case] = [
 
 #: Right answers written differently from the references: every check must pass them.
 CORRECT_ALTERNATIVES: list[Case] = [
+    ("find-recursive", "check_relu_modules", lambda m: _walk(m, "", keep_prefix=True), "correct"),
+    (
+        "find-class-names",
+        "check_relu_modules",
+        lambda m: [(n, x) for n, x in m.named_modules() if type(x).__name__ in {"ReLU", "ReLU6"}],
+        "correct",
+    ),
     (
         "h-sel-index-select",
         "check_select_scores",

@@ -29,6 +29,7 @@ from course_utils.checks import (
     check_guided_relus,
     check_layer_recorder,
     check_normalize_per_image,
+    check_relu_modules,
     check_select_scores,
     check_upsample,
     check_weighted_cam,
@@ -56,6 +57,7 @@ CORRECT: list[tuple[Callable[[Any], None], Any]] = [
     (check_class_gradient, m.learner_guided_backprop(guided="none")),
     (check_layer_recorder, reference_recorder),
     (check_layer_recorder, cu.LayerRecorder),
+    (check_relu_modules, cu.relu_modules),
     (check_guided_relus, cu.guided_relus),
     (check_channel_weights, cu.channel_weights),
     (check_weighted_cam, cu.weighted_cam),
@@ -92,6 +94,11 @@ WRONG: list[tuple[str, Callable[[Any], None], Any, str]] = [
     ("rec-deprecated", check_layer_recorder, m.deprecated_hook, "deprecated_backward_hook"),
     ("rec-full-inplace", check_layer_recorder, m.full_hook_inplace, "full_hook_inplace"),
     ("rec-alias", check_layer_recorder, m.aliased_activation, "inplace_alias"),
+    ("find-children", check_relu_modules, m.relus_among_children, "missed_nested"),
+    ("find-relu6", check_relu_modules, m.relus_without_relu6, "relu6_missed"),
+    ("find-name-test", check_relu_modules, m.relus_by_class_name, "other_activations"),
+    ("find-no-names", check_relu_modules, m.relus_without_names, "modules_without_names"),
+    ("find-bad-names", check_relu_modules, m.relus_named_by_hand, "wrong_module_names"),
     ("swap-permanent", check_guided_relus, m.permanent_swap, "permanent_swap"),
     ("swap-nested", check_guided_relus, m.top_level_only, "missed_nested"),
     ("swap-relu6", check_guided_relus, m.relu_only, "relu6_missed"),
@@ -240,6 +247,8 @@ NAMED_BEFORE_COMPARING = {
     "permanent_swap",
     "hooks_left",
     "not_restored_on_error",
+    "modules_without_names",
+    "wrong_module_names",
 }
 
 

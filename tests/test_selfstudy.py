@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import io
 import json
+import keyword
 import re
 import subprocess
+import textwrap
+import tokenize
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +109,102 @@ def test_every_exercise_is_in_its_notebook() -> None:
             assert exercise.id in catalogue.solutions_of(cells), exercise.id
 
 
+# -- exercises that need thought: the answer is not in the cells above ---------------------
+
+#: Names that stay themselves in a skeleton: libraries, not the author's variables.
+_LIBRARIES = {"torch", "F", "nn", "np", "None"}
+#: Expressions that can carry an answer (a bare name or attribute chain cannot).
+_EXPRESSIONS = (ast.Call, ast.BinOp, ast.Compare, ast.Lambda, ast.Subscript)
+#: An expression with fewer informative tokens (a method, a number, a string, a library) is
+#: generic — ``x.clone()``, ``torch.relu(a)`` — and may appear anywhere.
+_INFORMATIVE = 3
+
+
+def skeleton(node: ast.expr) -> tuple[str, int]:
+    """``node``'s code with every variable renamed ``_``, and its number of informative tokens.
+
+    Renaming makes ``alpha = dA.mean(dim=(2, 3))`` above an exercise and ``gradients.mean(dim=
+    (2, 3))`` in its solution the same text; ``torch.nn.functional`` is spelled ``F`` and the
+    flags ``True``/``False`` count as variables, so a copied call with a flipped flag matches.
+    """
+    code = ast.unparse(node).replace("torch.nn.functional.", "F.")
+    kinds = (tokenize.NAME, tokenize.OP, tokenize.NUMBER, tokenize.STRING)
+    tokens = [t for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type in kinds]
+    out, informative = [], 0
+    for k, tok in enumerate(tokens):
+        text = tok.string
+        after_dot = k > 0 and tokens[k - 1].string == "."
+        keyword_arg = k + 1 < len(tokens) and tokens[k + 1].string == "="
+        variable = tok.type == tokenize.NAME and not keyword.iskeyword(text)
+        if text in {"True", "False"} or (
+            variable and text not in _LIBRARIES and not after_dot and not keyword_arg
+        ):
+            text = "_"
+        elif tok.type != tokenize.OP and text != "None":
+            informative += 1
+        out.append(text)
+    return "".join(out), informative
+
+
+def _expressions(source: str) -> dict[str, str]:
+    """``{skeleton: code}`` of every informative expression in ``source`` (none if unparsable)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    found = {}
+    for node in ast.walk(tree):
+        if isinstance(node, _EXPRESSIONS):
+            shape, informative = skeleton(node)
+            if informative >= _INFORMATIVE:
+                found[shape] = ast.unparse(node)
+    return found
+
+
+def answer_above_problems(nb: nbformat.NotebookNode) -> list[str]:
+    """Exercises whose solution repeats an expression of a code cell above them.
+
+    For each ``# exercise`` cell, every informative expression of its solution block is
+    compared, variables renamed, with every expression of the notebook's earlier code cells:
+    a worked example must show the idea on another case, not the answer under other names.
+    """
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        block = re.search(r"### BEGIN SOLUTION\n(.*?)\n[ \t]*### END SOLUTION", cell.source, re.S)
+        if cell.cell_type != "code" or not cell.source.startswith("# exercise") or not block:
+            continue
+        above: dict[str, str] = {}
+        for earlier in nb.cells[:i]:
+            if earlier.cell_type == "code":
+                above.update(_expressions(earlier.source))
+        for shape, code in _expressions(textwrap.dedent(block.group(1))).items():
+            if shape in above:
+                exercise = cell.source.split()[2]
+                problems.append(f"{exercise}: `{code}` is already above as `{above[shape]}`")
+    return problems
+
+
+@pytest.mark.parametrize("path", sorted(SOURCES.glob("0*.ipynb")), ids=lambda p: p.stem)
+def test_the_answer_is_not_in_the_cells_above(path: Path) -> None:
+    assert answer_above_problems(nbformat.read(path, as_version=4)) == []
+
+
+def test_answer_above_is_found_under_other_names() -> None:
+    cells = [
+        nbformat.v4.new_code_cell("alpha = dA.mean(dim=(2, 3))  # worked example"),
+        nbformat.v4.new_code_cell(
+            "# exercise 04.weights\ndef w(gradients):\n    ### BEGIN SOLUTION\n"
+            "    return gradients.mean(dim=(2, 3))\n    ### END SOLUTION\n"
+        ),
+    ]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    assert answer_above_problems(nb) == [
+        "04.weights: `gradients.mean(dim=(2, 3))` is already above as `dA.mean(dim=(2, 3))`"
+    ]
+    cells[0].source = "alpha = dA[0, 0].mean()  # one image, one channel: another case"
+    assert answer_above_problems(nb) == []
+
+
 # -- the workspace ---------------------------------------------------------------------------
 
 SOLVED = (
@@ -165,7 +266,7 @@ def test_progress_table_names_each_result() -> None:
     assert re.search(r"04\.cam .*✗ " + re.escape(MISTAKES["relu_before_sum"].name), table)
     assert re.search(r"05\.upsample .*not attempted", table)
     assert re.search(r"01\.guided_relu .*not run", table)
-    assert "1 of 11 exercises passed" in table
+    assert "1 of 12 exercises passed" in table
 
 
 def test_progress_runs_the_workspace_checks(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ Example:
 """
 
 from .cam import check_grad_cam
-from .guided import check_guided_backprop, check_guided_relus
+from .guided import check_guided_backprop, check_guided_relus, check_relu_modules
 from .hooks import check_layer_recorder
 from .mistakes import EXERCISES, MISTAKES, CheckFailed, Exercise, Mistake, hint, solution
 from .pooling import check_channel_weights, check_weighted_cam
@@ -49,6 +49,7 @@ __all__ = [
     "check_guided_relus",
     "check_layer_recorder",
     "check_normalize_per_image",
+    "check_relu_modules",
     "check_select_scores",
     "check_upsample",
     "check_weighted_cam",

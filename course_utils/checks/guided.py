@@ -31,7 +31,13 @@ from .probes import (
 )
 from .scores import nchw
 
-__all__ = ["SwapNet", "check_guided_backprop", "check_guided_relus", "squeezenet_probe"]
+__all__ = [
+    "SwapNet",
+    "check_guided_backprop",
+    "check_guided_relus",
+    "check_relu_modules",
+    "squeezenet_probe",
+]
 
 
 class SwapNet(nn.Module):
@@ -59,6 +65,87 @@ class SwapNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Scores ``(N, K)`` of a batch ``(N, C, H, W)``."""
         return self.head(self.features(x))
+
+
+class LookalikeNet(nn.Module):
+    """Probe model for :func:`check_relu_modules`: look-alike activations next to real ones.
+
+    ``LeakyReLU`` and ``SiLU`` must be left out (a test on the class *name* containing
+    ``"ReLU"`` picks up the first). One ``ReLU`` object is used at two places; listing it
+    under both names is accepted (hooking it twice applies the guided rule twice, which
+    changes nothing).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        shared = nn.ReLU()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 1), shared, nn.LeakyReLU(0.1))
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Conv2d(4, 4, 1), nn.SiLU(), nn.ReLU6())])
+        self.again = shared
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features ``(N, 4, H, W)`` of a batch ``(N, 3, H, W)``."""
+        return self.again(self.blocks[0](self.stem(x)))
+
+
+def _listed(got: Any, model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The learner's answer as ``(name, module)`` pairs whose names resolve in ``model``."""
+    try:
+        pairs = list(got)
+    except TypeError:
+        fail("wrong_values", f"fn(model) returned {type(got).__name__}, not a list")
+    for item in pairs:
+        if isinstance(item, nn.Module) or not (
+            isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+        ):
+            fail("modules_without_names", f"an item of the list is {type(item).__name__}")
+        name, module = item
+        try:
+            found = model.get_submodule(name) if name else model
+        except AttributeError:
+            fail("wrong_module_names", f"{name!r} is not a name in the model")
+        if found is not module:
+            fail("wrong_module_names", f"model.get_submodule({name!r}) is another module")
+    return pairs
+
+
+@graded
+def check_relu_modules(fn: Callable[[nn.Module], Any]) -> None:
+    """Check ``fn(model)`` → ``[(dotted name, module), ...]`` for every ReLU/ReLU6.
+
+    Compared (in any order) with :func:`course_utils.relu_modules` on :class:`SwapNet` (a ReLU
+    nested two blocks deep, a ReLU6), :class:`LookalikeNet` (LeakyReLU and SiLU to leave
+    out, one ReLU used at two places) and SqueezeNet 1.1 (ReLUs in Fire modules and the classifier).
+    Every name must resolve to its module with ``model.get_submodule``; the model must be
+    left as it was.
+    """
+    with seeded(6):
+        probes = {
+            "SwapNet": SwapNet().eval(),
+            "LookalikeNet": LookalikeNet().eval(),
+            "SqueezeNet 1.1": squeezenet1_1(weights=None).eval(),
+        }
+    for label, model in probes.items():
+        before = snapshot(model)
+        pairs = _listed(guarded_call(fn, model, before, model), model)
+        expected = relu_modules(model)
+        got_ids = [id(module) for _, module in pairs]
+        want = {id(module): name for name, module in expected}
+        missing = [name for i, name in want.items() if i not in got_ids]
+        extra = [type(module).__name__ for _, module in pairs if id(module) not in want]
+        ok = not (missing or extra)
+        print(
+            f"{label}: {len(pairs)} listed, {len(expected)} expected, {len(missing)} missing, "
+            f"{len(extra)} not ReLU/ReLU6 {'✓' if ok else '✗'}"
+        )
+        if extra:
+            fail("other_activations", f"you listed {sorted(set(extra))} on {label}")
+        relu6 = [name for name, m in expected if isinstance(m, nn.ReLU6) and name in missing]
+        if len(missing) > len(relu6):
+            fail("missed_nested", f"{label}: {[n for n in missing if n not in relu6][:3]} missing")
+        if relu6:
+            fail("relu6_missed", f"{label}: {relu6} missing")
+    passed("check_relu_modules")
 
 
 @graded

@@ -240,6 +240,19 @@ _CATALOGUE = [
        "the maps passed in were changed (cam -= cam.min() writes into them)",
        "compute a new tensor instead of writing into the one you were given"),
     # -- stage 6: swapping ReLUs -----------------------------------------------------------
+    _m("modules_without_names", "modules listed without their names",
+       "each item must be a pair: the dotted name, then the module; you returned bare "
+       "modules (or names)",
+       "one iterator of nn.Module walks every depth and yields the dotted name with each "
+       "module"),
+    _m("wrong_module_names", "names that do not lead to their module",
+       "model.get_submodule(name) must give back the module listed with that name",
+       "build no names by hand: the iterator that walks every depth already yields each "
+       "module's dotted name"),
+    _m("other_activations", "activations that are not ReLU or ReLU6 listed",
+       "LeakyReLU, SiLU and friends have another backward rule: the guided rule is defined "
+       "for ReLU and ReLU6 only",
+       "test the module's type (isinstance), not whether its class name contains 'ReLU'"),
     _m("permanent_swap", "ReLUs swapped permanently",
        "after your call the model is not the model it was: a module was replaced, its "
        "forward rewritten, or its gradients stay guided",
@@ -294,6 +307,8 @@ EXERCISES: dict[str, Exercise] = {e.id: e for e in [
              "resize maps to a non-square image"),
     Exercise("05.normalize", "05_upsampling", "check_normalize_per_image",
              "per-image normalisation"),
+    Exercise("06.relu_modules", "06_guided_backprop", "check_relu_modules",
+             "find every ReLU and ReLU6"),
     Exercise("06.guided_relus", "06_guided_backprop", "check_guided_relus",
              "guided ReLUs for one block of code"),
     Exercise("06.guided_backprop", "06_guided_backprop", "check_guided_backprop",

@@ -102,7 +102,7 @@ def check_weighted_cam(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor])
                     fail("weights_mismatched", f"{exc.detail}; on N = C it uses weights.T")
             raise
         if got.shape == (a.shape[0], 1, *a.shape[2:]):
-            fail("keepdim", f"shape {tuple(got.shape)}, expected (N, h, w); sum over dim 1")
+            fail("keepdim", f"shape {tuple(got.shape)}, expected (N, h, w): no channel dimension")
         if not report(what, got, exp):
             detail = (
                 f"{what}: got {got.flatten(1)[:2].tolist()}, expected {exp.flatten(1)[:2].tolist()}"
