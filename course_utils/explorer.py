@@ -41,6 +41,7 @@ from .cam import grad_cam, guided_grad_cam
 from .guided import guided_backprop
 from .hooks import LayerRecorder, evaluating, resolve_layer
 from .pooling import channel_weights, weighted_cam
+from .relu import ActivationCalls
 from .upsample import normalize_per_image, upsample
 from .viz import (
     DEFAULT_CMAP,
@@ -279,15 +280,32 @@ def class_cams(
     return _ForwardPass(model, images, [layer_name]).cams(layer_name, classes, keep=False)
 
 
+class _SwitchableGuide(ActivationCalls):
+    """:class:`~course_utils.relu.ActivationCalls` whose guided hooks act only when switched on.
+
+    The hooks stay on the kept graph's ReLU outputs: off, they pass gradients through (a
+    Grad-CAM backward); on, they apply the guided rule (a guided backprop backward).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(guide=True)
+        self.active = False
+
+    def _clamp_and_count(self, grad: torch.Tensor) -> torch.Tensor | None:  # type: ignore[override]
+        return super()._clamp_and_count(grad) if self.active else None
+
+
 class _ForwardPass:
-    """One image's forward pass, kept with its autograd graph: every Grad-CAM is a backward.
+    """One image's forward pass, kept with its autograd graph: every map is a backward.
 
     A Grad-CAM needs the layer's activation ``A`` (forward) and ``∂y^c/∂A`` (backward from
-    the class score). The forward pass depends on neither the class nor -- when every layer
-    of interest is recorded in the same pass -- the layer, so one pass serves all of them:
-    its graph is kept, and each request backpropagates from the kept scores down to its
-    layer only (near the output that is a small fraction of a forward pass). The
-    explorer keeps the current image's pass; :func:`class_cams` makes a throwaway one.
+    the class score); guided backprop needs ``∂y^c/∂x`` with the guided rule at every ReLU
+    (backward). The forward pass depends on none of class, layer and method -- when every
+    layer of interest is recorded in it and its ReLU outputs carry guided hooks that can be
+    switched on -- so one pass serves them all: its graph is kept, and each request
+    backpropagates from the kept scores (for a Grad-CAM only down to its layer, near the
+    output a small fraction of a forward pass). The explorer keeps the current image's
+    pass; :func:`class_cams` makes a throwaway one.
 
     The kept graph holds the model's parameters and the pass's saved activations (tens of
     MB for a 224 x 224 EfficientNet-Lite0), so keep one pass, not one per image, and do not
@@ -310,16 +328,18 @@ class _ForwardPass:
         >>> kept = _ForwardPass(net, torch.randn(1, 3, 64, 80), ["features.9", "features.12"])
         >>> kept.cams("features.9", [3]).shape, kept.cams("features.12", [0, 1]).shape
         (torch.Size([1, 64, 80]), torch.Size([2, 64, 80]))
+        >>> kept.guided(2).shape
+        torch.Size([1, 3, 64, 80])
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, layers: Sequence[str]) -> None:
-        """Run the forward pass, recording ``layers``; keep its graph."""
+        """Run the forward pass, recording ``layers`` and the ReLU outputs; keep its graph."""
         check_images(images)
         check_model(model, images)
         if images.shape[0] != 1:
             raise ValueError(f"explain one image (1, C, H, W) at a time, got {tuple(images.shape)}")
-        # Frozen weights: the graph must start at the input to reach every recorded layer.
-        frozen = not any(p.requires_grad for p in model.parameters())
+        self._model = model  # the guided rule's refusals name it
+        self._guide = _SwitchableGuide()
         with ExitStack() as stack:
             stack.enter_context(evaluating(model))
             recorders = [
@@ -327,10 +347,24 @@ class _ForwardPass:
                 for layer in layers
             ]
             stack.enter_context(gradients_on())
-            self._scores = class_scores(model, fresh_input(images, requires_grad=frozen))
+            self._input = fresh_input(images, requires_grad=True)  # guided backprop's target
+            with self._guide:
+                self._scores = class_scores(model, self._input)
         self._activations = {rec.name: rec.activation for rec in recorders}
         self._size = (images.shape[-2], images.shape[-1])
         self.probabilities = torch.softmax(self._scores.detach().float(), dim=1)[0].cpu()
+
+    def _seeds(self, classes: Sequence[int]) -> torch.Tensor:
+        """One one-hot ``∂/∂scores`` per class: ``(k, 1, num_classes)``."""
+        if not classes:
+            raise ValueError("classes is empty; give at least one class index")
+        scores = self._scores
+        index = torch.as_tensor(list(classes), device=scores.device)
+        if index.dtype != torch.int64 or index.min() < 0 or index.max() >= scores.shape[1]:
+            raise ValueError(f"classes must be ints in 0..{scores.shape[1] - 1}, got {classes}")
+        seeds = torch.zeros(len(index), *scores.shape, dtype=scores.dtype, device=scores.device)
+        seeds[torch.arange(len(index)), 0, index] = 1.0
+        return seeds
 
     def cams(self, layer: str, classes: Sequence[int], *, keep: bool = True) -> torch.Tensor:
         """Grad-CAMs of ``classes`` at ``layer``: one backward, batched over the classes.
@@ -350,18 +384,11 @@ class _ForwardPass:
         activation = self._activations[layer]
         if activation is None or activation.dim() != 4:
             raise ValueError(f"layer {layer!r} has no (N, C, h, w) feature maps")
-        if not classes:
-            raise ValueError("classes is empty; give at least one class index")
-        scores = self._scores
-        index = torch.as_tensor(list(classes), device=scores.device)
-        if index.dtype != torch.int64 or index.min() < 0 or index.max() >= scores.shape[1]:
-            raise ValueError(f"classes must be ints in 0..{scores.shape[1] - 1}, got {classes}")
-        seeds = torch.zeros(len(index), *scores.shape, dtype=scores.dtype, device=scores.device)
-        seeds[torch.arange(len(index)), 0, index] = 1.0
-        batched = len(index) > 1  # vmap has a cost of its own; one class needs none
+        seeds = self._seeds(classes)
+        batched = len(seeds) > 1  # vmap has a cost of its own; one class needs none
         with gradients_on():
             (grads,) = torch.autograd.grad(
-                scores,
+                self._scores,
                 activation,
                 grad_outputs=seeds if batched else seeds[0],
                 is_grads_batched=batched,
@@ -371,10 +398,35 @@ class _ForwardPass:
             if grads is None:
                 raise ValueError(f"the class scores do not depend on layer {layer!r}")
             grads = grads[:, 0] if batched else grads
-            maps = activation.detach().expand(len(index), -1, -1, -1)
-            return normalize_per_image(
-                upsample(weighted_cam(maps, channel_weights(grads)), self._size)
+            maps = activation.detach().expand(len(seeds), -1, -1, -1)
+            cams = weighted_cam(maps, channel_weights(grads))
+            return normalize_per_image(upsample(cams, self._size))
+
+    def guided(self, class_index: int) -> torch.Tensor:
+        """Guided backprop of one class, ``(1, C, H, W)``: one backward, guided hooks on.
+
+        Equal to :func:`course_utils.guided.guided_backprop` (same hooks, same rule), and
+        refused for the same models.
+        """
+        self._guide.refuse_unguidable(self._model)
+        fired = self._guide.fired
+        self._guide.active = True
+        try:
+            with gradients_on():
+                (grad,) = torch.autograd.grad(
+                    self._scores,
+                    self._input,
+                    grad_outputs=self._seeds([class_index])[0],
+                    retain_graph=True,
+                )
+        finally:
+            self._guide.active = False
+        if self._guide.fired == fired:
+            raise ValueError(
+                f"{type(self._model).__name__} runs ReLUs, but none lies between the input "
+                "and the scores, so guided backprop would be the plain gradient"
             )
+        return grad
 
 
 def layer_choices(model: nn.Module, target_layer: str) -> list[str]:
@@ -560,8 +612,11 @@ class ExplanationFigure:
         info.add_text("Description", describe_figure(self.figure))
         info.add_text("min_font_px", f"{smallest_text_px(self.figure)}")
         buffer = io.BytesIO()
-        rgb = Image.fromarray(self.pixels()[..., :3])  # the figure is opaque
-        rgb.save(buffer, format="png", pnginfo=info, compress_level=1)
+        rgba = self.pixels()
+        height, width = rgba.shape[:2]
+        picture = Image.frombuffer("RGBA", (width, height), rgba, "raw", "RGBA", 0, 1)
+        picture = picture.convert("RGB")  # the figure is opaque
+        picture.save(buffer, format="png", pnginfo=info, compress_level=1)
         return buffer.getvalue()
 
 
@@ -652,7 +707,7 @@ class Explorer:
         self.classes = [self._class_index(c) for c in classes]
         self.threads = threads
         self.last: Explanation | None = None
-        self._inputs: dict[str, torch.Tensor] = {}
+        self._inputs: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
         self._probabilities: dict[str, torch.Tensor] = {}
         self._kept: tuple[str, _ForwardPass] | None = None
         self._maps: dict[tuple[str, str, int, str | None], np.ndarray] = {}
@@ -675,17 +730,21 @@ class Explorer:
             raise ValueError(f"class index must be an int in 0..{len(names) - 1}, got {cls!r}")
         return cls
 
-    def _input(self, image_name: str) -> torch.Tensor:
+    def _input(self, image_name: str) -> tuple[torch.Tensor, np.ndarray]:
+        """The image's model input ``(1, C, H, W)`` and its display copy, made once."""
         if image_name not in self.images:
             raise ValueError(f"unknown image {image_name!r}; choose from {list(self.images)}")
         if image_name not in self._inputs:
-            self._inputs[image_name] = _model_input(self.bundle, self.images[image_name])
+            with _threads(self.threads):
+                x = _model_input(self.bundle, self.images[image_name])
+                shown = np.asarray(self.bundle.deprocess(x[0].cpu()))
+            self._inputs[image_name] = (x, shown)
         return self._inputs[image_name]
 
     def _forward(self, image_name: str) -> _ForwardPass:
         """The image's kept forward pass; a new image's replaces the previous one's."""
         if self._kept is None or self._kept[0] != image_name:
-            x = self._input(image_name)
+            x, _ = self._input(image_name)
             self._kept = None  # free the old graph before building the new one
             with _threads(self.threads):
                 kept = _ForwardPass(self.bundle.model, x, self.layers)
@@ -754,7 +813,7 @@ class Explorer:
             with _threads(self.threads):
                 result = self._map(image_name, method, class_index, layer_name)
             self._cache[key] = Explanation(
-                image=np.asarray(self.bundle.deprocess(self._input(image_name)[0].cpu())),
+                image=self._input(image_name)[1],
                 method=method,
                 layer=layer_name,
                 class_index=class_index,
@@ -775,9 +834,8 @@ class Explorer:
                 detail = self._map(image_name, "guided_backprop", class_index, None)
                 cam = self._map(image_name, "grad_cam", class_index, layer)
                 self._maps[key] = detail * cam[..., None]
-            elif layer is None:  # guided backprop
-                x = self._input(image_name)
-                gradient = guided_backprop(self.bundle.model, x, [class_index])[0]
+            elif layer is None:  # guided backprop: one guided backward from the kept pass
+                gradient = self._forward(image_name).guided(class_index)[0]
                 self._maps[key] = gradient.permute(1, 2, 0).cpu().numpy()
             else:  # Grad-CAM: one backward pass from the kept forward pass
                 heatmap = self._forward(image_name).cams(layer, [class_index])[0]

@@ -236,7 +236,7 @@ def _count_forwards(model) -> list[int]:
     return calls
 
 
-def test_explorer_runs_one_forward_per_image_and_equals_the_library(bundle, photos):
+def test_explorer_runs_one_forward_per_image_and_equals_the_library_functions(bundle, photos):
     app = Explorer(bundle, photos, top_k=3)
     x = _preprocess(photos["wide"])[None]
     offered = [i for i, _, _ in app.predictions("wide")]
@@ -246,10 +246,11 @@ def test_explorer_runs_one_forward_per_image_and_equals_the_library(bundle, phot
     counter = _count_forwards(bundle.model)
     try:
         maps = {(c, layer): app.explain("wide", "grad_cam", c, layer) for c, layer in requests}
-        assert counter[0] == 0  # predictions() ran the one kept forward pass for them all
         gb = app.explain("wide", "guided_backprop", offered[1])
         ggc = app.explain("wide", "guided_grad_cam", offered[1], "features.9")
-        assert counter[0] == 1  # guided backprop needs its own pass; guided Grad-CAM none
+        assert counter[0] == 0  # predictions() ran the one kept forward pass for them all
+        app.explain("tall", "guided_backprop")
+        assert counter[0] == 1  # a new image, a new pass
     finally:
         counter[1].remove()
     for (c, layer), e in maps.items():
@@ -343,3 +344,20 @@ def test_explorer_starts_on_the_given_image(bundle, photos):
     assert app.controls["image"].value == "tall" and app.last.image.shape[:2] == (80, 48)
     with pytest.raises(ValueError, match="unknown image"):
         Explorer(bundle, photos, start="nope")
+
+
+def test_explorer_refuses_guided_backprop_where_the_library_does(bundle, photos):
+    from torch import nn
+
+    torch.manual_seed(0)
+    silu = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)
+    ).eval()
+    app = Explorer(SimpleNamespace(**{**vars(bundle), "model": silu}), photos, layers=["0"])
+    x = _preprocess(photos["wide"])[None]
+    with pytest.raises(ValueError, match="runs no ReLU") as library:
+        guided_backprop(silu, x, [0])
+    with pytest.raises(ValueError, match="runs no ReLU") as ours:
+        app.explain("wide", "guided_backprop", 0)
+    assert str(ours.value) == str(library.value)
+    assert app.explain("wide", "grad_cam", 0, "0").map.shape == (48, 80)  # Grad-CAM still works
