@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,8 +30,10 @@ import torch
 from matplotlib.artist import Artist
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from torch import nn
@@ -524,6 +526,7 @@ class ExplanationFigure:
         self._bars: list[tuple[Rectangle, Text]] = []
         self._size: tuple[int, int] | None = None  # the image size the backgrounds are for
         self._backgrounds: dict[bool, Any] = {}  # colour bar shown -> the rest, drawn
+        self._drawn: dict[Hashable, Any] = {}  # how a panel's artists look -> its pixels
 
     def draw(self, explanation: Explanation, image_name: str | None = None) -> Figure:
         """Show ``explanation``; return the figure."""
@@ -567,16 +570,27 @@ class ExplanationFigure:
                 label.set_text(f"{name[:24]}  {p:.2f}")
         ax.set_ylim(-0.5, max(len(bars), 5) - 0.5)
 
-    def _changing(self) -> list[Artist]:
-        """The artists :meth:`draw` changes, in the order a full redraw draws them."""
-        bars = [bar for bar, _ in self._bars] + [label for _, label in self._bars]
-        return [self._image, self.ax_img.title, self._map, self.ax_map.title, *bars, self._suptitle]
+    def _panels(self) -> list[tuple[bool, list[Artist]]]:
+        """The artists :meth:`draw` changes, by panel, in the order a full redraw draws them.
+
+        Panels do not overlap. Each comes with whether its drawn pixels are worth keeping:
+        the image panel changes only with the image, the bars and the suptitle with the
+        image and the class; the explanation panel changes with everything.
+        """
+        bars: list[Artist] = [bar for bar, _ in self._bars] + [label for _, label in self._bars]
+        return [
+            (True, [self._image, self.ax_img.title]),
+            (False, [self._map, self.ax_map.title]),
+            (True, bars),
+            (True, [self._suptitle]),
+        ]
 
     def pixels(self) -> np.ndarray:
         """The figure as ``(H, W, 4)`` uint8 RGBA pixels: the changing artists over a cache.
 
         The rest (axes, tick labels, colour bar) is drawn once per colour bar state and image
-        size and kept; each call restores it and draws only :meth:`_changing` on top.
+        size and kept; each call restores it and draws only the changing artists on top --
+        or restores a panel's pixels drawn before, when its artists look as they did then.
         """
         canvas = self.figure.canvas
         if not isinstance(canvas, FigureCanvasAgg):
@@ -584,11 +598,13 @@ class ExplanationFigure:
         if self._image.get_size() != self._size:  # the image panels' boxes change with it
             self._size = self._image.get_size()
             self._backgrounds.clear()
+            self._drawn.clear()
         key = self._colorbar.ax.get_visible()
-        changing = self._changing()
+        panels = self._panels()
         if key in self._backgrounds:
             canvas.restore_region(self._backgrounds[key])
         else:
+            changing = [artist for _, artists in panels for artist in artists]
             for artist in changing:
                 artist.set_animated(True)  # left out of the full draw
             try:
@@ -597,9 +613,21 @@ class ExplanationFigure:
                 for artist in changing:
                     artist.set_animated(False)
             self._backgrounds[key] = canvas.copy_from_bbox(self.figure.bbox)
-        for artist in changing:
-            if artist.get_visible():
+        renderer = canvas.get_renderer()
+        limits = tuple(ax.get_xlim() + ax.get_ylim() for ax in (self.ax_img, self.ax_bar))
+        for keep, artists in panels:
+            shown = [artist for artist in artists if artist.get_visible()]
+            looks = (key, limits, tuple(_looks(artist) for artist in shown))
+            if keep and looks in self._drawn:
+                canvas.restore_region(self._drawn[looks])
+                continue
+            for artist in shown:
                 self.figure.draw_artist(artist)
+            if keep and shown:  # antialiasing reaches a pixel or two beyond the extents
+                box = Bbox.union([artist.get_window_extent(renderer) for artist in shown])
+                inside = Bbox.intersection(box.padded(3), self.figure.bbox)
+                if inside is not None:
+                    self._drawn[looks] = canvas.copy_from_bbox(inside)
         return np.asarray(canvas.buffer_rgba())
 
     def png(self) -> bytes:
@@ -976,6 +1004,17 @@ def _threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _looks(artist: Artist) -> Hashable:
+    """What decides an artist's pixels, of what :meth:`ExplanationFigure.draw` changes."""
+    if isinstance(artist, AxesImage):
+        return hash(np.asarray(artist.get_array()).tobytes()), tuple(artist.get_extent())
+    if isinstance(artist, Text):
+        return artist.get_text(), artist.get_position()
+    if isinstance(artist, Rectangle):
+        return artist.get_bbox().bounds, tuple(artist.get_facecolor())
+    raise TypeError(f"no appearance key for {type(artist).__name__}")
 
 
 def explorer(

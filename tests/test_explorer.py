@@ -303,12 +303,15 @@ def test_explorer_explain_rejects_bad_requests(bundle, photos):
 def test_blitted_picture_equals_a_full_redraw(bundle, photos):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    least = int(_softmax(bundle, photos["wide"]).argmin())
-    explanations = [
-        explain(bundle, photos["wide"], top_k=3),
+    probs = _softmax(bundle, photos["wide"])
+    top, second, least = int(probs.argmax()), int(probs.argsort()[-2]), int(probs.argmin())
+    explanations = [  # each step keeps some panels, redraws others
+        explain(bundle, photos["wide"], class_index=top, top_k=3),
+        explain(bundle, photos["wide"], class_index=second, top_k=3),  # same image panel
         explain(bundle, photos["tall"], "guided_backprop", top_k=3),  # new size, no colour bar
         explain(bundle, photos["wide"], class_index=least, top_k=3),  # one bar more
-        explain(bundle, photos["wide"], top_k=3),
+        explain(bundle, photos["wide"], "guided_backprop", class_index=top, top_k=3),
+        explain(bundle, photos["wide"], class_index=top, top_k=3),  # every kept panel again
     ]
     figure = ExplanationFigure()
     for e in explanations:
