@@ -687,11 +687,11 @@ class Explorer:
 
     Made for a projector: one figure is drawn once and updated (:class:`ExplanationFigure`,
     1280 px wide, only the changing artists redrawn). The current image's forward pass is
-    kept with its graph (:class:`_ForwardPass`, recording every offered layer), so a change
-    of class or layer costs one backward pass from the kept scores to the layer, not a
-    forward; guided backprop is computed once per image and class, and guided Grad-CAM is
-    the product of the two cached maps. Every drawn view is kept, so flipping back to one
-    only swaps the picture. The status line shows how long this update took.
+    kept with its graph (:class:`_ForwardPass`: every offered layer recorded, guided hooks
+    that can be switched on), so a new class, layer or method costs one backward pass
+    from the kept scores, not a forward; guided Grad-CAM multiplies two cached maps. Every
+    drawn view is kept, so flipping back to one only swaps the picture. The status line
+    shows how long this update took, from the click to the new picture.
     ``benchmarks/bench_explorer.py`` measures each kind of change.
     Display the object (last line of a cell) or its :attr:`widget`.
     """
