@@ -19,22 +19,31 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.artist import Artist
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.patches import Rectangle
+from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from torch import nn
 
-from ._validation import check_images, check_model, class_scores, fresh_input
+from ._validation import check_images, check_model, class_scores, fresh_input, gradients_on
 from .cam import grad_cam, guided_grad_cam
 from .guided import guided_backprop
 from .hooks import LayerRecorder, evaluating, resolve_layer
 from .pooling import channel_weights, weighted_cam
+from .relu import ActivationCalls
 from .upsample import normalize_per_image, upsample
 from .viz import (
     DEFAULT_CMAP,
@@ -247,7 +256,8 @@ def class_cams(
     ``A`` is the same for every class, only ``∂y^c/∂A`` differs. One forward pass records
     ``A``; ``torch.autograd.grad(..., is_grads_batched=True)`` then backpropagates ``k``
     one-hot vectors at once (vectorised over the batch of seeds), giving the ``k``
-    gradients for the price of about one backward pass. The result equals ``k`` separate
+    gradients for the price of about one backward pass near the output -- the backward runs
+    only from the scores down to ``layer``. The result equals ``k`` separate
     :func:`course_utils.cam.grad_cam` calls (``benchmarks/bench_explorer.py`` times both).
 
     Args:
@@ -268,34 +278,157 @@ def class_cams(
         >>> class_cams(net, torch.randn(1, 3, 64, 80), [2, 0], "features.12").shape
         torch.Size([2, 64, 80])
     """
-    check_images(images)
-    check_model(model, images)
-    if images.shape[0] != 1:
-        raise ValueError(f"class_cams explains one image (1, C, H, W), got {tuple(images.shape)}")
-    if not classes:
-        raise ValueError("classes is empty; give at least one class index")
     layer_name, _ = resolve_layer(model, layer)
-    frozen = not any(p.requires_grad for p in model.parameters())
-    with (
-        evaluating(model),
-        LayerRecorder(model, layer_name, record_gradient=False) as rec,
-        torch.inference_mode(False),
-        torch.enable_grad(),
-    ):
-        scores = class_scores(model, fresh_input(images, requires_grad=frozen))
+    return _ForwardPass(model, images, [layer_name]).cams(layer_name, classes, keep=False)
+
+
+class _SwitchableGuide(ActivationCalls):
+    """:class:`~course_utils.relu.ActivationCalls` whose guided hooks act only when switched on.
+
+    The hooks stay on the kept graph's ReLU outputs: off, they pass gradients through (a
+    Grad-CAM backward); on, they apply the guided rule (a guided backprop backward).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(guide=True)
+        self.active = False
+
+    def _clamp_and_count(self, grad: torch.Tensor) -> torch.Tensor | None:  # type: ignore[override]
+        return super()._clamp_and_count(grad) if self.active else None
+
+
+class _ForwardPass:
+    """One image's forward pass, kept with its autograd graph: every map is a backward.
+
+    A Grad-CAM needs the layer's activation ``A`` (forward) and ``∂y^c/∂A`` (backward from
+    the class score); guided backprop needs ``∂y^c/∂x`` with the guided rule at every ReLU
+    (backward). The forward pass depends on none of class, layer and method -- when every
+    layer of interest is recorded in it and its ReLU outputs carry guided hooks that can be
+    switched on -- so one pass serves them all: its graph is kept, and each request
+    backpropagates from the kept scores (for a Grad-CAM only down to its layer, near the
+    output a small fraction of a forward pass). The explorer keeps the current image's
+    pass; :func:`class_cams` makes a throwaway one.
+
+    The kept graph holds the model's parameters and the pass's saved activations (tens of
+    MB for a 224 x 224 EfficientNet-Lite0), so keep one pass, not one per image, and do not
+    change the model's weights while a pass is kept.
+
+    Args:
+        model: classifier; run in eval mode and handed back unchanged (no hooks stay).
+        images: one preprocessed image ``(1, C, H, W)``; not modified.
+        layers: dotted names of the layers to record.
+
+    Attributes:
+        probabilities: the model's softmax probabilities for the image, ``(num_classes,)``.
+
+    Raises:
+        ValueError: more than one image, a bad layer or model output.
+
+    Example:
+        >>> from torchvision.models import squeezenet1_1
+        >>> net = squeezenet1_1(weights=None, num_classes=4)
+        >>> kept = _ForwardPass(net, torch.randn(1, 3, 64, 80), ["features.9", "features.12"])
+        >>> kept.cams("features.9", [3]).shape, kept.cams("features.12", [0, 1]).shape
+        (torch.Size([1, 64, 80]), torch.Size([2, 64, 80]))
+        >>> kept.guided(2).shape
+        torch.Size([1, 3, 64, 80])
+    """
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, layers: Sequence[str]) -> None:
+        """Run the forward pass, recording ``layers`` and the ReLU outputs; keep its graph."""
+        check_images(images)
+        check_model(model, images)
+        if images.shape[0] != 1:
+            raise ValueError(f"explain one image (1, C, H, W) at a time, got {tuple(images.shape)}")
+        self._model = model  # the guided rule's refusals name it
+        self._guide = _SwitchableGuide()
+        with ExitStack() as stack:
+            stack.enter_context(evaluating(model))
+            recorders = [
+                stack.enter_context(LayerRecorder(model, layer, record_gradient=False))
+                for layer in layers
+            ]
+            stack.enter_context(gradients_on())
+            self._input = fresh_input(images, requires_grad=True)  # guided backprop's target
+            with self._guide:
+                self._scores = class_scores(model, self._input)
+        self._activations = {rec.name: rec.activation for rec in recorders}
+        self._size = (images.shape[-2], images.shape[-1])
+        self.probabilities = torch.softmax(self._scores.detach().float(), dim=1)[0].cpu()
+
+    def _seeds(self, classes: Sequence[int]) -> torch.Tensor:
+        """One one-hot ``∂/∂scores`` per class: ``(k, 1, num_classes)``."""
+        if not classes:
+            raise ValueError("classes is empty; give at least one class index")
+        scores = self._scores
         index = torch.as_tensor(list(classes), device=scores.device)
         if index.dtype != torch.int64 or index.min() < 0 or index.max() >= scores.shape[1]:
             raise ValueError(f"classes must be ints in 0..{scores.shape[1] - 1}, got {classes}")
         seeds = torch.zeros(len(index), *scores.shape, dtype=scores.dtype, device=scores.device)
         seeds[torch.arange(len(index)), 0, index] = 1.0
-        if rec.activation is None or rec.activation.dim() != 4:
-            raise ValueError(f"layer {layer_name!r} has no (N, C, h, w) feature maps")
-        (grads,) = torch.autograd.grad(
-            scores, rec.activation, grad_outputs=seeds, is_grads_batched=True
-        )
-    activation = rec.activation.detach().expand(len(index), -1, -1, -1)
-    cams = weighted_cam(activation, channel_weights(grads[:, 0]))
-    return normalize_per_image(upsample(cams, (images.shape[-2], images.shape[-1])))
+        return seeds
+
+    def cams(self, layer: str, classes: Sequence[int], *, keep: bool = True) -> torch.Tensor:
+        """Grad-CAMs of ``classes`` at ``layer``: one backward, batched over the classes.
+
+        Args:
+            layer: a recorded layer's dotted name.
+            classes: the class indices to explain.
+            keep: keep the graph for later calls; ``False`` frees it (no later call then).
+
+        Returns:
+            ``(k, H, W)`` maps in [0, 1], equal to :func:`course_utils.cam.grad_cam`'s.
+        """
+        if layer not in self._activations:
+            raise ValueError(
+                f"layer {layer!r} was not recorded; recorded: {list(self._activations)}"
+            )
+        activation = self._activations[layer]
+        if activation is None or activation.dim() != 4:
+            raise ValueError(f"layer {layer!r} has no (N, C, h, w) feature maps")
+        seeds = self._seeds(classes)
+        batched = len(seeds) > 1  # vmap has a cost of its own; one class needs none
+        with gradients_on():
+            (grads,) = torch.autograd.grad(
+                self._scores,
+                activation,
+                grad_outputs=seeds if batched else seeds[0],
+                is_grads_batched=batched,
+                retain_graph=keep,
+                allow_unused=True,
+            )
+            if grads is None:
+                raise ValueError(f"the class scores do not depend on layer {layer!r}")
+            grads = grads[:, 0] if batched else grads
+            maps = activation.detach().expand(len(seeds), -1, -1, -1)
+            cams = weighted_cam(maps, channel_weights(grads))
+            return normalize_per_image(upsample(cams, self._size))
+
+    def guided(self, class_index: int) -> torch.Tensor:
+        """Guided backprop of one class, ``(1, C, H, W)``: one backward, guided hooks on.
+
+        Equal to :func:`course_utils.guided.guided_backprop` (same hooks, same rule), and
+        refused for the same models.
+        """
+        self._guide.refuse_unguidable(self._model)
+        fired = self._guide.fired
+        self._guide.active = True
+        try:
+            with gradients_on():
+                (grad,) = torch.autograd.grad(
+                    self._scores,
+                    self._input,
+                    grad_outputs=self._seeds([class_index])[0],
+                    retain_graph=True,
+                )
+        finally:
+            self._guide.active = False
+        if self._guide.fired == fired:
+            raise ValueError(
+                f"{type(self._model).__name__} runs ReLUs, but none lies between the input "
+                "and the scores, so guided backprop would be the plain gradient"
+            )
+        return grad
 
 
 def layer_choices(model: nn.Module, target_layer: str) -> list[str]:
@@ -340,11 +473,16 @@ def _has_conv(module: nn.Module) -> bool:
 class ExplanationFigure:
     """The explorer's three panels -- image, explanation, top classes -- drawn once, updated.
 
-    Creating a figure (axes, colour bar, layout) costs far more than drawing one, so the
-    explorer keeps one :class:`ExplanationFigure` and :meth:`draw` only replaces the images'
-    data, the bars and the titles. Made for a projector: a 1280 x 560 px picture, shown
-    unscaled; the two image panels are 448 px squares (a 224 px model input, doubled pixel
-    for pixel), every text at least 14 pt (19 px).
+    Creating a figure (axes, colour bar, layout) costs far more than drawing one, and
+    drawing all of it (tick labels, colour bar, layout of the titles) far more than drawing
+    what changes. So :meth:`draw` only replaces the images' data, the bars and the texts,
+    and :meth:`png` draws only those artists over a cached picture of the rest (blitting;
+    one cached picture with the colour bar and one without, redrawn when the image size
+    changes). The picture equals a full redraw pixel for pixel.
+
+    Made for a projector: a 1280 x 560 px picture, shown unscaled; the two image panels
+    are 448 px squares (a 224 px model input, doubled pixel for pixel), every text at least
+    13 pt (18 px).
 
     Args:
         figure: the figure to draw on, of size :attr:`SIZE`; default a new one that pyplot
@@ -355,7 +493,7 @@ class ExplanationFigure:
     DPI = 100
 
     def __init__(self, figure: Figure | None = None) -> None:
-        """Lay out the axes, the colour bar and two empty images."""
+        """Lay out the axes, the colour bar, two empty images and the titles."""
         self.figure = figure or Figure(figsize=self.SIZE, dpi=self.DPI)
         width, height = (self.DPI * side for side in self.SIZE)
 
@@ -376,6 +514,19 @@ class ExplanationFigure:
         self._map = self.ax_map.imshow(empty, interpolation="nearest")
         for ax in (self.ax_img, self.ax_map):
             ax.axis("off")
+        self._suptitle = self.figure.suptitle(" ", fontsize=SUPTITLE_SIZE, y=0.99)
+        ax = self.ax_bar
+        ax.set_xlim(0, 1)
+        ax.set_yticks([])
+        ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=TITLE_SIZE - 1)
+        ax.set_xlabel("probability", fontsize=TITLE_SIZE - 1)
+        ax.set_title("top classes", fontsize=TITLE_SIZE)
+        for side in ("left", "top", "right"):  # no frame line under a bar's ends
+            ax.spines[side].set_visible(False)
+        self._bars: list[tuple[Rectangle, Text]] = []
+        self._size: tuple[int, int] | None = None  # the image size the backgrounds are for
+        self._backgrounds: dict[bool, Any] = {}  # colour bar shown -> the rest, drawn
+        self._drawn: dict[Hashable, Any] = {}  # how a panel's artists look -> its pixels
 
     def draw(self, explanation: Explanation, image_name: str | None = None) -> Figure:
         """Show ``explanation``; return the figure."""
@@ -392,9 +543,7 @@ class ExplanationFigure:
         self.ax_map.set_title(e.method_label, fontsize=TITLE_SIZE)
         self._colorbar.ax.set_visible(e.map.ndim == 2)  # gradients have no importance scale
         self._draw_bars(e)
-        self.figure.suptitle(
-            format_title(image_name, e.class_name, e.probability), fontsize=SUPTITLE_SIZE, y=0.99
-        )
+        self._suptitle.set_text(format_title(image_name, e.class_name, e.probability))
         return self.figure
 
     def _draw_bars(self, e: Explanation) -> None:
@@ -403,18 +552,83 @@ class ExplanationFigure:
         if all(i != e.class_index for i, _, _ in bars):  # explaining a class outside the top k
             bars.append((e.class_index, e.class_name, e.probability))
         ax = self.ax_bar
-        ax.clear()
-        rows = range(len(bars) - 1, -1, -1)  # best on top
-        colours = ["tab:orange" if i == e.class_index else "lightgray" for i, _, _ in bars]
-        ax.barh(rows, [p for _, _, p in bars], color=colours, height=0.8)
-        for row, (_, name, p) in zip(rows, bars, strict=True):
-            ax.text(0.02, row, f"{name[:24]}  {p:.2f}", va="center", fontsize=TITLE_SIZE - 1)
-        ax.set_xlim(0, 1)
+        while len(self._bars) < len(bars):  # bars are made once and then reused
+            bar = Rectangle((0, 0), 0, 0.8, linewidth=0)
+            ax.add_patch(bar)
+            self._bars.append((bar, ax.text(0.02, 0, "", va="center", fontsize=TITLE_SIZE - 1)))
+        for row, (bar, label) in enumerate(self._bars):
+            shown = row < len(bars)
+            bar.set_visible(shown)
+            label.set_visible(shown)
+            if shown:
+                index, name, p = bars[row]
+                y = len(bars) - 1 - row  # best on top
+                bar.set_y(y - 0.4)
+                bar.set_width(p)
+                bar.set_facecolor("tab:orange" if index == e.class_index else "lightgray")
+                label.set_y(y)
+                label.set_text(f"{name[:24]}  {p:.2f}")
         ax.set_ylim(-0.5, max(len(bars), 5) - 0.5)
-        ax.set_yticks([])
-        ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"], fontsize=TITLE_SIZE - 1)
-        ax.set_xlabel("probability", fontsize=TITLE_SIZE - 1)
-        ax.set_title("top classes", fontsize=TITLE_SIZE)
+
+    def _panels(self) -> list[tuple[bool, list[Artist]]]:
+        """The artists :meth:`draw` changes, by panel, in the order a full redraw draws them.
+
+        Panels do not overlap. Each comes with whether its drawn pixels are worth keeping:
+        the image panel changes only with the image, the bars and the suptitle with the
+        image and the class; the explanation panel changes with everything.
+        """
+        bars: list[Artist] = [bar for bar, _ in self._bars] + [label for _, label in self._bars]
+        return [
+            (True, [self._image, self.ax_img.title]),
+            (False, [self._map, self.ax_map.title]),
+            (True, bars),
+            (True, [self._suptitle]),
+        ]
+
+    def pixels(self) -> np.ndarray:
+        """The figure as ``(H, W, 4)`` uint8 RGBA pixels: the changing artists over a cache.
+
+        The rest (axes, tick labels, colour bar) is drawn once per colour bar state and image
+        size and kept; each call restores it and draws only the changing artists on top --
+        or restores a panel's pixels drawn before, when its artists look as they did then.
+        """
+        canvas = self.figure.canvas
+        if not isinstance(canvas, FigureCanvasAgg):
+            canvas = FigureCanvasAgg(self.figure)
+        if self._image.get_size() != self._size:  # the image panels' boxes change with it
+            self._size = self._image.get_size()
+            self._backgrounds.clear()
+            self._drawn.clear()
+        key = self._colorbar.ax.get_visible()
+        panels = self._panels()
+        if key in self._backgrounds:
+            canvas.restore_region(self._backgrounds[key])
+        else:
+            changing = [artist for _, artists in panels for artist in artists]
+            for artist in changing:
+                artist.set_animated(True)  # left out of the full draw
+            try:
+                canvas.draw()
+            finally:
+                for artist in changing:
+                    artist.set_animated(False)
+            self._backgrounds[key] = canvas.copy_from_bbox(self.figure.bbox)
+        renderer = canvas.get_renderer()
+        limits = tuple(ax.get_xlim() + ax.get_ylim() for ax in (self.ax_img, self.ax_bar))
+        for keep, artists in panels:
+            shown = [artist for artist in artists if artist.get_visible()]
+            looks = (key, limits, tuple(_looks(artist) for artist in shown))
+            if keep and looks in self._drawn:
+                canvas.restore_region(self._drawn[looks])
+                continue
+            for artist in shown:
+                self.figure.draw_artist(artist)
+            if keep and shown:  # antialiasing reaches a pixel or two beyond the extents
+                box = Bbox.union([artist.get_window_extent(renderer) for artist in shown])
+                inside = Bbox.intersection(box.padded(3), self.figure.bbox)
+                if inside is not None:
+                    self._drawn[looks] = canvas.copy_from_bbox(inside)
+        return np.asarray(canvas.buffer_rgba())
 
     def png(self) -> bytes:
         """The figure as PNG bytes, as the explorer's image widget shows it (fast zlib level).
@@ -422,14 +636,15 @@ class ExplanationFigure:
         The PNG carries its alt text (``Description``) and smallest text size
         (``min_font_px``), which the rendered course uses for its static copy of the app.
         """
+        info = PngInfo()
+        info.add_text("Description", describe_figure(self.figure))
+        info.add_text("min_font_px", f"{smallest_text_px(self.figure)}")
         buffer = io.BytesIO()
-        info = {
-            "Description": describe_figure(self.figure),
-            "min_font_px": f"{smallest_text_px(self.figure)}",
-        }
-        self.figure.savefig(
-            buffer, format="png", dpi=self.DPI, metadata=info, pil_kwargs={"compress_level": 1}
-        )
+        rgba = self.pixels()
+        height, width = rgba.shape[:2]
+        picture = Image.frombuffer("RGBA", (width, height), rgba, "raw", "RGBA", 0, 1)
+        picture = picture.convert("RGB")  # the figure is opaque
+        picture.save(buffer, format="png", pnginfo=info, compress_level=1)
         return buffer.getvalue()
 
 
@@ -459,6 +674,10 @@ class Explorer:
         classes: classes offered for every image in addition, by index or name -- e.g. the
             objects of a multi-object photo that are not among its top classes.
         start: the image shown first (default: the first of ``images``).
+        threads: CPU threads torch uses for the explorer's computations; ``None`` leaves
+            torch's setting. One image is too little work to share: on a laptop whose
+            cores also run the browser and the kernel's I/O, torch's threads wait for each
+            other, and one thread was up to 7x faster than two on a 2-core machine.
 
     Attributes:
         last: the most recent :class:`Explanation` (``None`` before the first).
@@ -467,10 +686,13 @@ class Explorer:
             as a click would, which is how the notebook tests the app without a browser.
 
     Made for a projector: one figure is drawn once and updated (:class:`ExplanationFigure`,
-    1280 px wide); Grad-CAM is computed for all offered classes of an image at once
-    (:func:`class_cams`), so switching the class reuses the forward pass; every drawn view is
-    kept, so flipping back to one only swaps the picture. The status line shows how long the
-    last update took. ``benchmarks/bench_explorer.py`` measures each kind of change.
+    1280 px wide, only the changing artists redrawn). The current image's forward pass is
+    kept with its graph (:class:`_ForwardPass`: every offered layer recorded, guided hooks
+    that can be switched on), so a new class, layer or method costs one backward pass
+    from the kept scores, not a forward; guided Grad-CAM multiplies two cached maps. Every
+    drawn view is kept, so flipping back to one only swaps the picture. The status line
+    shows how long this update took, from the click to the new picture.
+    ``benchmarks/bench_explorer.py`` measures each kind of change.
     Display the object (last line of a cell) or its :attr:`widget`.
     """
 
@@ -484,6 +706,7 @@ class Explorer:
         top_k: int = 5,
         classes: Sequence[int | str] = (),
         start: str | None = None,
+        threads: int | None = 1,
     ) -> None:
         """Check the configuration now: nothing should fail in the middle of a lecture."""
         if images is None:
@@ -495,28 +718,34 @@ class Explorer:
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
             raise ValueError(f"unknown or no methods {unknown}; choose from {list(METHODS)}")
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+        ):
+            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
         self.bundle = bundle
         self.images = dict(images)
         self.start = next(iter(self.images)) if start is None else start
         if self.start not in self.images:
             raise ValueError(f"unknown image {start!r}; choose from {list(self.images)}")
         self.methods = list(methods)
-        self.layers = list(layers) if layers else layer_choices(bundle.model, bundle.target_layer)
-        for layer in self.layers:
-            resolve_layer(bundle.model, layer)  # fail now, not in the middle of a lecture
+        offered = list(layers) if layers else layer_choices(bundle.model, bundle.target_layer)
+        # Names as resolve_layer spells them; fail now, not in the middle of a lecture.
+        self.layers = [resolve_layer(bundle.model, layer)[0] for layer in offered]
         self.top_k = top_k
         self.classes = [self._class_index(c) for c in classes]
+        self.threads = threads
         self.last: Explanation | None = None
-        self._cache: dict[tuple[str, str, int | None, str | None], Explanation] = {}
+        self._inputs: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
         self._probabilities: dict[str, torch.Tensor] = {}
+        self._kept: tuple[str, _ForwardPass] | None = None
+        self._maps: dict[tuple[str, str, int, str | None], np.ndarray] = {}
+        self._cache: dict[tuple[str, str, int, str | None], Explanation] = {}
         self._widget: Any = None
         self.controls: dict[str, Any] = {}
         self._status: Any = None
         self._figure: ExplanationFigure | None = None
         self._view: Any = None
-        self._views: dict[
-            tuple[str, str, int | None, str | None], tuple[bytes, str, Explanation]
-        ] = {}
+        self._views: dict[tuple[str, str, int, str | None], tuple[bytes, str, Explanation]] = {}
         self._updating = False
 
     def _class_index(self, cls: int | str) -> int:
@@ -529,17 +758,41 @@ class Explorer:
             raise ValueError(f"class index must be an int in 0..{len(names) - 1}, got {cls!r}")
         return cls
 
+    def _input(self, image_name: str) -> tuple[torch.Tensor, np.ndarray]:
+        """The image's model input ``(1, C, H, W)`` and its display copy, made once."""
+        if image_name not in self.images:
+            raise ValueError(f"unknown image {image_name!r}; choose from {list(self.images)}")
+        if image_name not in self._inputs:
+            with _threads(self.threads):
+                x = _model_input(self.bundle, self.images[image_name])
+                shown = np.asarray(self.bundle.deprocess(x[0].cpu()))
+            self._inputs[image_name] = (x, shown)
+        return self._inputs[image_name]
+
+    def _forward(self, image_name: str) -> _ForwardPass:
+        """The image's kept forward pass; a new image's replaces the previous one's."""
+        if self._kept is None or self._kept[0] != image_name:
+            x, _ = self._input(image_name)
+            self._kept = None  # free the old graph before building the new one
+            with _threads(self.threads):
+                kept = _ForwardPass(self.bundle.model, x, self.layers)
+            if kept.probabilities.numel() != len(self.bundle.class_names):
+                raise ValueError(
+                    f"the model outputs {kept.probabilities.numel()} scores but the bundle "
+                    f"names {len(self.bundle.class_names)} classes"
+                )
+            self._kept = (image_name, kept)
+            self._probabilities[image_name] = kept.probabilities
+        return self._kept[1]
+
     def predictions(self, image_name: str) -> list[tuple[int, str, float]]:
         """The classes offered for one image: its ``top_k`` most likely, then ``classes``.
 
         Returns:
             ``[(index, name, probability), ...]`` with this image's probabilities (cached).
         """
-        if image_name not in self.images:
-            raise ValueError(f"unknown image {image_name!r}; choose from {list(self.images)}")
         if image_name not in self._probabilities:
-            x = _model_input(self.bundle, self.images[image_name])
-            self._probabilities[image_name] = _probabilities(self.bundle.model, x)
+            self._forward(image_name)
         probs = self._probabilities[image_name]
         offered = _top_k(self.bundle, probs, self.top_k)
         shown = {index for index, _, _ in offered}
@@ -555,59 +808,67 @@ class Explorer:
         class_index: int | None = None,
         layer: str | None = None,
     ) -> Explanation:
-        """:func:`explain` for one of the explorer's images, cached.
+        """:func:`explain` for one of the explorer's images and layers, cached.
 
-        Grad-CAM is computed for all the classes offered for the image at once
-        (:func:`class_cams`: one forward, one batched backward), so switching the class
-        afterwards is a cache hit.
+        The maps are computed from the kept forward pass and reused: a Grad-CAM is one
+        backward pass, guided backprop is computed once per image and class, guided
+        Grad-CAM multiplies the two. They equal :func:`course_utils.cam.grad_cam`,
+        :func:`course_utils.guided.guided_backprop` and
+        :func:`course_utils.cam.guided_grad_cam` (``tests/test_explorer.py`` checks).
+
+        Raises:
+            ValueError: unknown image, method or class, a layer the explorer does not offer.
         """
-        if image_name not in self.images:
-            raise ValueError(f"unknown image {image_name!r}; choose from {list(self.images)}")
-        key = (image_name, method, class_index, None if method == "guided_backprop" else layer)
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+        offered = self.predictions(image_name)
+        probs = self._probabilities[image_name]
+        if class_index is None:
+            class_index = offered[0][0]
+        elif isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)):
+            raise TypeError(f"class_index must be an int or None, got {type(class_index).__name__}")
+        elif not 0 <= class_index < probs.numel():
+            raise ValueError(f"class_index {class_index} is out of range 0..{probs.numel() - 1}")
+        class_index = int(class_index)
+        layer_name = None
+        if method != "guided_backprop":
+            layer_name = resolve_layer(self.bundle.model, layer or self.bundle.target_layer)[0]
+            if layer_name not in self.layers:
+                raise ValueError(f"layer {layer_name!r} is not offered; offered: {self.layers}")
+        key = (image_name, method, class_index, layer_name)
         if key not in self._cache:
-            if method == "grad_cam":
-                self._grad_cams(image_name, class_index, layer)
-            if key not in self._cache:
-                self._cache[key] = explain(
-                    self.bundle,
-                    self.images[image_name],
-                    method,
-                    class_index,
-                    layer,
-                    top_k=self.top_k,
-                )
+            start = time.perf_counter()
+            with _threads(self.threads):
+                result = self._map(image_name, method, class_index, layer_name)
+            self._cache[key] = Explanation(
+                image=self._input(image_name)[1],
+                method=method,
+                layer=layer_name,
+                class_index=class_index,
+                class_name=self.bundle.class_names[class_index],
+                probability=float(probs[class_index]),
+                top_k=_top_k(self.bundle, probs, self.top_k),
+                map=result,
+                seconds=time.perf_counter() - start,
+            )
         self.last = self._cache[key]
         return self.last
 
-    def _grad_cams(self, image_name: str, class_index: int | None, layer: str | None) -> None:
-        """Cache the Grad-CAMs of every offered class of one image at one layer."""
-        layer_name, _ = resolve_layer(self.bundle.model, layer or self.bundle.target_layer)
-        offered = self.predictions(image_name)
-        classes = [i for i, _, _ in offered]
-        if class_index is not None and class_index not in classes:
-            classes.append(class_index)
-        x = _model_input(self.bundle, self.images[image_name])
-        start = time.perf_counter()
-        cams = class_cams(self.bundle.model, x, classes, layer_name).cpu().numpy()
-        seconds = time.perf_counter() - start
-        probs = self._probabilities[image_name]
-        image = np.asarray(self.bundle.deprocess(x[0].cpu()))
-        top = _top_k(self.bundle, probs, self.top_k)
-        for index, cam in zip(classes, cams, strict=True):
-            e = Explanation(
-                image=image,
-                method="grad_cam",
-                layer=layer_name,
-                class_index=index,
-                class_name=self.bundle.class_names[index],
-                probability=float(probs[index]),
-                top_k=top,
-                map=cam,
-                seconds=seconds,
-            )
-            self._cache[(image_name, "grad_cam", index, layer)] = e
-            if index == classes[0]:
-                self._cache[(image_name, "grad_cam", None, layer)] = e
+    def _map(self, image_name: str, method: str, class_index: int, layer: str | None) -> np.ndarray:
+        """One method's map, from the cached maps and the kept forward pass where possible."""
+        key = (image_name, method, class_index, layer)
+        if key not in self._maps:
+            if method == "guided_grad_cam":  # guided backprop masked by Grad-CAM
+                detail = self._map(image_name, "guided_backprop", class_index, None)
+                cam = self._map(image_name, "grad_cam", class_index, layer)
+                self._maps[key] = detail * cam[..., None]
+            elif layer is None:  # guided backprop: one guided backward from the kept pass
+                gradient = self._forward(image_name).guided(class_index)[0]
+                self._maps[key] = gradient.permute(1, 2, 0).cpu().numpy()
+            else:  # Grad-CAM: one backward pass from the kept forward pass
+                heatmap = self._forward(image_name).cams(layer, [class_index])[0]
+                self._maps[key] = heatmap.cpu().numpy()
+        return self._maps[key]
 
     # ------------------------------------------------------------------------------ widgets
 
@@ -626,6 +887,7 @@ class Explorer:
     def _build(self) -> Any:
         import ipywidgets as w
 
+        start = time.perf_counter()
         first = self.start
         style = {"description_width": "60px"}
         layout = w.Layout(width="320px")
@@ -666,7 +928,7 @@ class Explorer:
         )
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
-        self._render()
+        self._render(start)
         c = self.controls
         return w.VBox(
             [
@@ -688,6 +950,7 @@ class Explorer:
     def _on_change(self, change: dict[str, Any]) -> None:
         if self._updating:
             return
+        start = time.perf_counter()  # the update starts with the click, new class list included
         if change["owner"] is self.controls["image"]:
             self._updating = True
             try:  # new image: offer its own top classes, starting with the predicted one
@@ -697,16 +960,15 @@ class Explorer:
             finally:
                 self._updating = False
         self.controls["layer"].disabled = self.controls["method"].value == "guided_backprop"
-        self._render()
+        self._render(start)
 
-    def _render(self) -> None:
+    def _render(self, start: float) -> None:
         """Show the controls' view: from the cache of drawn views, else compute and draw it.
 
         The figure is drawn once and updated (:class:`ExplanationFigure`); each drawn view's
         PNG is kept, so going back to a view only swaps the image widget's bytes. The status
-        line reports this update's own time.
+        line reports this update's own time, counted from ``start`` (the click).
         """
-        start = time.perf_counter()
         c = self.controls
         image_name = c["image"].value
         layer = None if c["method"].value == "guided_backprop" else c["layer"].value
@@ -715,12 +977,11 @@ class Explorer:
         if not cached:
             if self._figure is None:
                 raise RuntimeError("the explorer's widgets are not built; display it first")
-            computed_before = len(self._cache)
             explanation = self.explain(image_name, c["method"].value, c["class"].value, layer)
-            compute = time.perf_counter() - start
+            computed = time.perf_counter()
             fig = self._figure.draw(explanation, image_name)
             self._views[key] = (self._figure.png(), describe_figure(fig), explanation)
-            fresh = len(self._cache) > computed_before
+            drawn = time.perf_counter() - computed
         png, alt, explanation = self._views[key]
         self.last = explanation
         self._view.value = png
@@ -728,13 +989,32 @@ class Explorer:
         total = 1000 * (time.perf_counter() - start)
         if cached:
             detail = "a view shown before"
-        elif fresh:
-            detail = (
-                f"computed in {1000 * compute:.0f} ms, drawn in {total - 1000 * compute:.0f} ms"
-            )
         else:
-            detail = f"reused a computed map, drawn in {total - 1000 * compute:.0f} ms"
+            detail = f"computed in {total - 1000 * drawn:.0f} ms, drawn in {1000 * drawn:.0f} ms"
         self._status.value = f"this update: <b>{total:.0f} ms</b> ({detail})"
+
+
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """Run torch on ``count`` CPU threads inside the block; ``None`` changes nothing."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _looks(artist: Artist) -> Hashable:
+    """What decides an artist's pixels, of what :meth:`ExplanationFigure.draw` changes."""
+    if isinstance(artist, AxesImage):
+        return hash(np.asarray(artist.get_array()).tobytes()), tuple(artist.get_extent())
+    if isinstance(artist, Text):
+        return artist.get_text(), artist.get_position()
+    if isinstance(artist, Rectangle):
+        return artist.get_bbox().bounds, tuple(artist.get_facecolor())
+    raise TypeError(f"no appearance key for {type(artist).__name__}")
 
 
 def explorer(

@@ -6,16 +6,19 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import io
 from types import SimpleNamespace
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision.models import squeezenet1_1
 
-from course_utils import grad_cam, guided_backprop
+from course_utils import grad_cam, guided_backprop, guided_grad_cam
 from course_utils.explorer import (
+    ExplanationFigure,
     Explorer,
     class_cams,
     explain,
@@ -222,21 +225,104 @@ def test_class_cams_rejects_bad_requests(bundle, photos):
         class_cams(bundle.model, x, [0], "features.99")
 
 
-def test_explorer_computes_all_offered_classes_at_once(bundle, photos, monkeypatch):
-    import course_utils.explorer as module
+def _count_forwards(model) -> list[int]:
+    """Count the model's forward passes (the caller removes the hook: ``calls.remove()``)."""
+    calls = [0]
 
-    calls = []
-    real = module.class_cams
-    monkeypatch.setattr(module, "class_cams", lambda *a: calls.append(a[2]) or real(*a))
+    def count(module, inputs):
+        calls[0] += 1
+
+    calls.append(model.register_forward_pre_hook(count))
+    return calls
+
+
+def test_explorer_runs_one_forward_per_image_and_equals_the_library_functions(bundle, photos):
     app = Explorer(bundle, photos, top_k=3)
-    offered = [i for i, _, _ in app.predictions("wide")]
-    first = app.explain("wide", "grad_cam", offered[0], "features.12")
-    second = app.explain("wide", "grad_cam", offered[2], "features.12")
-    assert calls == [offered]  # one batched computation served both classes
     x = _preprocess(photos["wide"])[None]
-    expected = grad_cam(bundle.model, x, [offered[2]], layer="features.12")[0].numpy()
-    np.testing.assert_allclose(second.map, expected, atol=1e-5)
-    assert second.class_name == NAMES[offered[2]] and first.top_k == second.top_k
+    offered = [i for i, _, _ in app.predictions("wide")]
+    requests = [
+        (c, layer) for layer in ("features.12", "features.9", "features.12") for c in offered
+    ]
+    counter = _count_forwards(bundle.model)
+    try:
+        maps = {(c, layer): app.explain("wide", "grad_cam", c, layer) for c, layer in requests}
+        gb = app.explain("wide", "guided_backprop", offered[1])
+        ggc = app.explain("wide", "guided_grad_cam", offered[1], "features.9")
+        assert counter[0] == 0  # predictions() ran the one kept forward pass for them all
+        app.explain("tall", "guided_backprop")
+        assert counter[0] == 1  # a new image, a new pass
+    finally:
+        counter[1].remove()
+    for (c, layer), e in maps.items():
+        expected = grad_cam(bundle.model, x, [c], layer=layer)[0].numpy()
+        np.testing.assert_allclose(e.map, expected, atol=1e-6)
+        assert (e.class_index, e.layer, e.top_k) == (c, layer, app.predictions("wide"))
+    expected = guided_backprop(bundle.model, x, [offered[1]])[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(gb.map, expected, atol=1e-7)
+    expected = guided_grad_cam(bundle.model, x, [offered[1]], layer="features.9")
+    np.testing.assert_allclose(ggc.map, expected[0].permute(1, 2, 0).numpy(), atol=1e-7)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in bundle.model.modules())
+    assert all(p.grad is None for p in bundle.model.parameters())
+
+
+def test_explorer_keeps_only_the_current_images_forward_pass(bundle, photos):
+    import gc
+    import weakref
+
+    app = Explorer(bundle, photos)
+    app.explain("wide")
+    kept = weakref.ref(app._kept[1])
+    app.explain("tall")
+    gc.collect()
+    assert kept() is None  # the previous image's graph was freed
+    assert app.explain("wide").class_index == app.predictions("wide")[0][0]
+
+
+def test_explorer_threads_are_restored_and_checked(bundle, photos):
+    before = torch.get_num_threads()
+    app = Explorer(bundle, photos, threads=1)
+    app.explain("wide", "guided_grad_cam")
+    assert torch.get_num_threads() == before
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="threads"):
+            Explorer(bundle, photos, threads=bad)
+
+
+def test_explorer_explain_rejects_bad_requests(bundle, photos):
+    app = Explorer(bundle, photos, layers=["features.9", "features.12"])
+    with pytest.raises(ValueError, match="not offered"):
+        app.explain("wide", "grad_cam", 0, "features.3")
+    with pytest.raises(ValueError, match="unknown method"):
+        app.explain("wide", "gradcam")
+    with pytest.raises(ValueError, match="out of range"):
+        app.explain("wide", class_index=len(NAMES))
+    with pytest.raises(ValueError, match="unknown image"):
+        app.explain("nope")
+
+
+def test_blitted_picture_equals_a_full_redraw(bundle, photos):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    probs = _softmax(bundle, photos["wide"])
+    top, second, least = int(probs.argmax()), int(probs.argsort()[-2]), int(probs.argmin())
+    explanations = [  # each step keeps some panels, redraws others
+        explain(bundle, photos["wide"], class_index=top, top_k=3),
+        explain(bundle, photos["wide"], class_index=second, top_k=3),  # same image panel
+        explain(bundle, photos["tall"], "guided_backprop", top_k=3),  # new size, no colour bar
+        explain(bundle, photos["wide"], class_index=least, top_k=3),  # one bar more
+        explain(bundle, photos["wide"], "guided_backprop", class_index=top, top_k=3),
+        explain(bundle, photos["wide"], class_index=top, top_k=3),  # every kept panel again
+    ]
+    figure = ExplanationFigure()
+    for e in explanations:
+        picture = figure.draw(e, "wide").canvas and figure.pixels()[..., :3].copy()
+        fresh = ExplanationFigure()
+        fresh.draw(e, "wide")
+        canvas = FigureCanvasAgg(fresh.figure)
+        canvas.draw()  # everything, the slow way
+        np.testing.assert_array_equal(picture, np.asarray(canvas.buffer_rgba())[..., :3])
+    with Image.open(io.BytesIO(figure.png())) as png:
+        assert png.size == (1280, 560) and png.text["Description"].startswith("Figure: wide")
 
 
 def test_explorer_updates_one_figure_and_reuses_drawn_views(bundle, photos):
@@ -261,3 +347,20 @@ def test_explorer_starts_on_the_given_image(bundle, photos):
     assert app.controls["image"].value == "tall" and app.last.image.shape[:2] == (80, 48)
     with pytest.raises(ValueError, match="unknown image"):
         Explorer(bundle, photos, start="nope")
+
+
+def test_explorer_refuses_guided_backprop_where_the_library_does(bundle, photos):
+    from torch import nn
+
+    torch.manual_seed(0)
+    silu = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)
+    ).eval()
+    app = Explorer(SimpleNamespace(**{**vars(bundle), "model": silu}), photos, layers=["0"])
+    x = _preprocess(photos["wide"])[None]
+    with pytest.raises(ValueError, match="runs no ReLU") as library:
+        guided_backprop(silu, x, [0])
+    with pytest.raises(ValueError, match="runs no ReLU") as ours:
+        app.explain("wide", "guided_backprop", 0)
+    assert str(ours.value) == str(library.value)
+    assert app.explain("wide", "grad_cam", 0, "0").map.shape == (48, 80)  # Grad-CAM still works
