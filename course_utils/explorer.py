@@ -70,6 +70,19 @@ __all__ = [
     "plot_explanation",
 ]
 
+#: How many explanations (maps, drawn views) an :class:`Explorer` keeps; the oldest go first.
+#: A drawn view costs about 2.5 MB, so a lecture's back-and-forth stays cached while a long
+#: session stays within a small JupyterHub's memory.
+KEPT_VIEWS = 64
+
+
+def _keep(cache: dict[Any, Any], key: Hashable, value: Any) -> None:
+    """Store ``value`` under ``key`` and forget the oldest entries beyond :data:`KEPT_VIEWS`."""
+    cache[key] = value
+    while len(cache) > KEPT_VIEWS:
+        del cache[next(iter(cache))]
+
+
 METHODS: dict[str, str] = {
     "grad_cam": "Grad-CAM",
     "guided_backprop": "guided backprop",
@@ -840,7 +853,7 @@ class Explorer:
             start = time.perf_counter()
             with _threads(self.threads):
                 result = self._map(image_name, method, class_index, layer_name)
-            self._cache[key] = Explanation(
+            explanation = Explanation(
                 image=self._input(image_name)[1],
                 method=method,
                 layer=layer_name,
@@ -851,24 +864,29 @@ class Explorer:
                 map=result,
                 seconds=time.perf_counter() - start,
             )
+            _keep(self._cache, key, explanation)
+            self.last = explanation
+            return explanation
         self.last = self._cache[key]
         return self.last
 
     def _map(self, image_name: str, method: str, class_index: int, layer: str | None) -> np.ndarray:
         """One method's map, from the cached maps and the kept forward pass where possible."""
         key = (image_name, method, class_index, layer)
-        if key not in self._maps:
-            if method == "guided_grad_cam":  # guided backprop masked by Grad-CAM
-                detail = self._map(image_name, "guided_backprop", class_index, None)
-                cam = self._map(image_name, "grad_cam", class_index, layer)
-                self._maps[key] = detail * cam[..., None]
-            elif layer is None:  # guided backprop: one guided backward from the kept pass
-                gradient = self._forward(image_name).guided(class_index)[0]
-                self._maps[key] = gradient.permute(1, 2, 0).cpu().numpy()
-            else:  # Grad-CAM: one backward pass from the kept forward pass
-                heatmap = self._forward(image_name).cams(layer, [class_index])[0]
-                self._maps[key] = heatmap.cpu().numpy()
-        return self._maps[key]
+        if key in self._maps:
+            return self._maps[key]
+        if method == "guided_grad_cam":  # guided backprop masked by Grad-CAM
+            detail = self._map(image_name, "guided_backprop", class_index, None)
+            cam = self._map(image_name, "grad_cam", class_index, layer)
+            result = detail * cam[..., None]
+        elif layer is None:  # guided backprop: one guided backward from the kept pass
+            gradient = self._forward(image_name).guided(class_index)[0]
+            result = gradient.permute(1, 2, 0).cpu().numpy()
+        else:  # Grad-CAM: one backward pass from the kept forward pass
+            heatmap = self._forward(image_name).cams(layer, [class_index])[0]
+            result = heatmap.cpu().numpy()
+        _keep(self._maps, key, result)
+        return result
 
     # ------------------------------------------------------------------------------ widgets
 
@@ -980,7 +998,7 @@ class Explorer:
             explanation = self.explain(image_name, c["method"].value, c["class"].value, layer)
             computed = time.perf_counter()
             fig = self._figure.draw(explanation, image_name)
-            self._views[key] = (self._figure.png(), describe_figure(fig), explanation)
+            _keep(self._views, key, (self._figure.png(), describe_figure(fig), explanation))
             drawn = time.perf_counter() - computed
         png, alt, explanation = self._views[key]
         self.last = explanation

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torchvision.models import squeezenet1_1
 
+import course_utils.explorer as explorer_module
 from course_utils import grad_cam, guided_backprop, guided_grad_cam
 from course_utils.explorer import (
     ExplanationFigure,
@@ -339,6 +340,24 @@ def test_explorer_updates_one_figure_and_reuses_drawn_views(bundle, photos):
     app.controls["image"].value = "wide"  # back to a view already drawn
     assert bytes(view.value) == first_png and "shown before" in app._status.value
     assert "Figure" in view.tooltip and "top classes" in view.tooltip  # alt text for the page
+
+
+def test_explorer_forgets_its_oldest_views_and_recomputes_them_alike(bundle, photos, monkeypatch):
+    monkeypatch.setattr(explorer_module, "KEPT_VIEWS", 3)
+    app = Explorer(bundle, photos, top_k=3)
+    _ = app.widget
+    first_png = bytes(app._view.value)
+    first_map = app.last.map.copy()
+    for cls in [c for c, _, _ in app.predictions("wide")][1:]:
+        app.controls["class"].value = cls
+    app.controls["method"].value = "guided_backprop"
+    app.controls["method"].value = "guided_grad_cam"
+    assert max(len(app._views), len(app._cache), len(app._maps)) <= 3
+    app.controls["method"].value = "grad_cam"
+    app.controls["class"].value = app.predictions("wide")[0][0]  # the first view, forgotten
+    assert "computed in" in app._status.value
+    np.testing.assert_array_equal(app.last.map, first_map)
+    assert bytes(app._view.value) == first_png
 
 
 def test_explorer_starts_on_the_given_image(bundle, photos):
