@@ -1000,6 +1000,8 @@ class Explorer:
             fig = self._figure.draw(explanation, image_name)
             _keep(self._views, key, (self._figure.png(), describe_figure(fig), explanation))
             drawn = time.perf_counter() - computed
+        else:  # the most recently shown views are the last to be forgotten
+            self._views[key] = self._views.pop(key)
         png, alt, explanation = self._views[key]
         self.last = explanation
         self._view.value = png

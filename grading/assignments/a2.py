@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -247,16 +248,25 @@ def stand_in(name: str, wire_args: Any) -> Any:
 
 
 def q7_matches_reference(ctx: Context) -> None:
-    """Grad-CAM and guided Grad-CAM with Q1-Q6 replaced by the reference (stand-ins)."""
-    (seed,) = ctx.seeds(1)
-    spec = _squeezenet(seed)
-    model = build_model(spec)
-    batch, labels = images(seed, 3), _labels(seed, 3)
-    x, y = torch.from_numpy(batch), torch.from_numpy(labels)
+    """Grad-CAM and guided Grad-CAM with Q1-Q6 replaced by the reference (stand-ins).
+
+    A randomly initialised net often has images whose map is all zeros (no feature of the
+    layer supports the class), and a zero map cannot tell a wrong answer from a right one:
+    the test takes the first of a few fresh seeds whose every map has some signal.
+    """
+    for seed in ctx.seeds(8):
+        spec = _squeezenet(seed)
+        model = build_model(spec)
+        batch, labels = images(seed, 3), _labels(seed, 3)
+        x, y = torch.from_numpy(batch), torch.from_numpy(labels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", cu.FlatMapWarning)
+            expected = cu.grad_cam(model, x, y, layer="features.12")
+        if bool(expected.flatten(1).amax(dim=1).gt(0).all()):
+            break
     observed = ctx.call(
         "grad_cam", {"model": spec}, batch, labels, "features.12", stand_ins=STAND_INS
     )
-    expected = cu.grad_cam(model, x, y, layer="features.12")
     expect_close(tensor(observed["result"], "Grad-CAM"), expected, "Grad-CAM", atol=1e-5)
     observed = ctx.call(
         "guided_grad_cam", {"model": spec}, batch, labels, "features.12", stand_ins=STAND_INS
