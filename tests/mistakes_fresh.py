@@ -244,6 +244,12 @@ WEIGHTS: list[Case] = [
     ("w-abs", "check_channel_weights", lambda g: g.abs().mean((2, 3)), "gradients_rectified"),
     ("w-amax", "check_channel_weights", lambda g: g.amax((2, 3)), "wrong_values"),
     (
+        "w-keepdim-squeezed",  # right on every batch with N > 1 and C > 1
+        "check_channel_weights",
+        lambda g: g.mean((2, 3), keepdim=True).squeeze(),
+        "squeeze_all",
+    ),
+    (
         "w-view",
         "check_channel_weights",
         lambda g: g.view(2, 3, -1).mean(-1),
@@ -261,6 +267,12 @@ WEIGHTS: list[Case] = [
 ]
 
 CAM: list[Case] = [
+    (
+        "cam-batch-squeezed",  # squeeze() removes a batch of one (and a map of height 1)
+        "check_weighted_cam",
+        lambda a, w: (w[:, :, None, None] * a).sum(1).relu().squeeze(),
+        "wrong_shape",
+    ),
     (
         "cam-transposed",
         "check_weighted_cam",
@@ -628,6 +640,12 @@ def _gc(**mistakes: Any) -> Callable[..., Any]:
 
 
 GRAD_CAM: list[Case] = [
+    (
+        "cam-batch-squeezed",  # squeeze() removes a batch of one (and a map of height 1)
+        "check_weighted_cam",
+        lambda a, w: (w[:, :, None, None] * a).sum(1).relu().squeeze(),
+        "wrong_shape",
+    ),
     (
         "gc-batch-bicubic",
         "check_grad_cam",

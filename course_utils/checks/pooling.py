@@ -20,7 +20,8 @@ def check_channel_weights(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     First ``arange`` gradients of shape ``(2, 3, 2, 4)``: image ``n``, channel ``c`` has the
     mean ``32n + 8c + 3.5``, so the sum (×8), the wrong axes and a leftover ``keepdim`` give
     recognisably different numbers. Then signed gradients of shape ``(3, 5, 3, 2)`` (N ≠ C,
-    h ≠ w), where a ReLU or ``abs`` on the gradients shows, and the ``meta`` device.
+    h ≠ w), where a ReLU or ``abs`` on the gradients shows; one image with one channel, where a
+    bare ``squeeze()`` removes the batch; and the ``meta`` device.
     """
     grads = torch.arange(2 * 3 * 2 * 4, dtype=torch.float32).view(2, 3, 2, 4)
     expected = torch.tensor([[3.5, 11.5, 19.5], [27.5, 35.5, 43.5]])
@@ -30,9 +31,19 @@ def check_channel_weights(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     for what, g, exp in [
         ("weights vs hand-computed means", grads, expected),
         ("weights of signed (3, 5, 3, 2) gradients", signed, channel_weights(signed)),
+        (
+            "weights of one image, one channel (1, 1, 3, 2)",
+            signed[:1, :1],
+            signed[:1, :1].mean((2, 3)),
+        ),
     ]:
         got = as_tensor(call(fn, g.clone()), "the weights").float()
         n, c = exp.shape
+        if n == 1 and got.dim() < 2:
+            fail(
+                "squeeze_all",
+                f"one image with one channel gave shape {tuple(got.shape)}, expected (1, 1)",
+            )
         if got.shape == (n, c, 1, 1) and same(got.flatten(1), exp):
             fail("keepdim", f"shape {tuple(got.shape)}, expected ({n}, {c})")
         if not report(what, got, exp):
@@ -80,7 +91,8 @@ def check_weighted_cam(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor])
     Three images, two channels (N ≠ C), a 1×3 map with hand-computed numbers: weights
     (1, -1), (2, 1), (-1, 1) on maps (1, 2, 3) and (3, 1, 0) give sums (-2, 1, 3), (5, 5, 6),
     (2, -1, -3) before the ReLU. A function that fails there is rerun on a square probe
-    (N = C) to tell transposed weights from other mistakes. Then the ``meta`` device.
+    (N = C) to tell transposed weights from other mistakes. Then a batch of one (a bare
+    ``squeeze()`` removes it) and the ``meta`` device.
     """
     acts = torch.tensor([[[[1.0, 2.0, 3.0]], [[3.0, 1.0, 0.0]]]] * 3)
     weights = torch.tensor([[1.0, -1.0], [2.0, 1.0], [-1.0, 1.0]])
@@ -91,6 +103,7 @@ def check_weighted_cam(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor])
     for what, a, w in [
         ("map vs hand-computed", acts, weights),
         ("square probe (N = C = 3)", square_acts, square_weights),
+        ("one image (1, 3, 2, 4)", square_acts[:1], square_weights[:1]),
     ]:
         exp = weighted_cam(a, w)
         try:
@@ -101,6 +114,8 @@ def check_weighted_cam(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor])
                 if same(square.float(), weighted_cam(square_acts, square_weights.T.contiguous())):
                     fail("weights_mismatched", f"{exc.detail}; on N = C it uses weights.T")
             raise
+        if a.shape[0] == 1 and got.dim() < 3:
+            fail("squeeze_all", f"one image gave shape {tuple(got.shape)}, expected (1, h, w)")
         if got.shape == (a.shape[0], 1, *a.shape[2:]):
             fail("keepdim", f"shape {tuple(got.shape)}, expected (N, h, w): no channel dimension")
         if not report(what, got, exp):
