@@ -161,26 +161,38 @@ def _expressions(source: str) -> dict[str, str]:
     return found
 
 
+def _markdown_code(nb: nbformat.NotebookNode) -> dict[str, str]:
+    """Expressions in the notebook's markdown code spans and blocks: a learner reads them all."""
+    found: dict[str, str] = {}
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for span in re.findall(r"```(?:python)?\n(.*?)```|`([^`\n]+)`", cell.source, re.S):
+                found.update(_expressions(textwrap.dedent(span[0] or span[1])))
+    return found
+
+
 def answer_above_problems(nb: nbformat.NotebookNode) -> list[str]:
-    """Exercises whose solution repeats an expression of a code cell above them.
+    """Exercises whose solution repeats an expression shown before the learner writes it.
 
     For each ``# exercise`` cell, every informative expression of its solution block is
-    compared, variables renamed, with every expression of the notebook's earlier code cells:
-    a worked example must show the idea on another case, not the answer under other names.
+    compared, variables renamed, with every expression of the notebook's earlier code cells
+    and of its markdown anywhere (a summary below the exercise is read too): a worked example
+    must show the idea on another case, not the answer under other names.
     """
     problems = []
+    prose = _markdown_code(nb)
     for i, cell in enumerate(nb.cells):
         block = re.search(r"### BEGIN SOLUTION\n(.*?)\n[ \t]*### END SOLUTION", cell.source, re.S)
         if cell.cell_type != "code" or not cell.source.startswith("# exercise") or not block:
             continue
-        above: dict[str, str] = {}
+        above = dict(prose)
         for earlier in nb.cells[:i]:
             if earlier.cell_type == "code":
                 above.update(_expressions(earlier.source))
         for shape, code in _expressions(textwrap.dedent(block.group(1))).items():
             if shape in above:
                 exercise = cell.source.split()[2]
-                problems.append(f"{exercise}: `{code}` is already above as `{above[shape]}`")
+                problems.append(f"{exercise}: `{code}` is already shown as `{above[shape]}`")
     return problems
 
 
@@ -199,10 +211,14 @@ def test_answer_above_is_found_under_other_names() -> None:
     ]
     nb = nbformat.v4.new_notebook(cells=cells)
     assert answer_above_problems(nb) == [
-        "04.weights: `gradients.mean(dim=(2, 3))` is already above as `dA.mean(dim=(2, 3))`"
+        "04.weights: `gradients.mean(dim=(2, 3))` is already shown as `dA.mean(dim=(2, 3))`"
     ]
     cells[0].source = "alpha = dA[0, 0].mean()  # one image, one channel: another case"
     assert answer_above_problems(nb) == []
+    nb.cells.append(nbformat.v4.new_markdown_cell("Summary: weights are `g.mean(dim=(2, 3))`."))
+    assert answer_above_problems(nb) == [
+        "04.weights: `gradients.mean(dim=(2, 3))` is already shown as `g.mean(dim=(2, 3))`"
+    ]
 
 
 # -- the workspace ---------------------------------------------------------------------------
