@@ -758,7 +758,7 @@ class Explorer:
         self._status: Any = None
         self._figure: ExplanationFigure | None = None
         self._view: Any = None
-        self._views: dict[tuple[str, str, int, str | None], tuple[bytes, str, Explanation]] = {}
+        self._views: dict[tuple[str, str, int, str | None], tuple[bytes, Explanation]] = {}
         self._updating = False
 
     def _class_index(self, cls: int | str) -> int:
@@ -997,15 +997,16 @@ class Explorer:
                 raise RuntimeError("the explorer's widgets are not built; display it first")
             explanation = self.explain(image_name, c["method"].value, c["class"].value, layer)
             computed = time.perf_counter()
-            fig = self._figure.draw(explanation, image_name)
-            _keep(self._views, key, (self._figure.png(), describe_figure(fig), explanation))
+            self._figure.draw(explanation, image_name)
+            # The PNG carries its own alt text; an Image widget's ``tooltip`` must stay unset:
+            # ipywidgets 8.1's ImageView fails to render with one ("Could not create a view").
+            _keep(self._views, key, (self._figure.png(), explanation))
             drawn = time.perf_counter() - computed
         else:  # the most recently shown views are the last to be forgotten
             self._views[key] = self._views.pop(key)
-        png, alt, explanation = self._views[key]
+        png, explanation = self._views[key]
         self.last = explanation
         self._view.value = png
-        self._view.tooltip = alt
         total = 1000 * (time.perf_counter() - start)
         if cached:
             detail = "a view shown before"

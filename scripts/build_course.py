@@ -152,8 +152,9 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int) -> str | None:
 def _widget_outputs(model_id: str, state: dict) -> list[dict]:
     """What a widget and its children show, as outputs: ``Output`` contents, ``Image`` PNGs.
 
-    An ``Image`` widget's bytes are stored as a base64 buffer; its ``tooltip`` (the explorer
-    puts :func:`course_utils.viz.describe_figure` there) becomes the picture's alt text.
+    An ``Image`` widget's bytes are stored as a base64 buffer; the PNG's ``Description`` (the
+    explorer writes :func:`course_utils.viz.describe_figure` there), else the widget's
+    ``tooltip``, becomes the picture's alt text.
     """
     widget = state.get(model_id, {})
     model = widget.get("state", {})

@@ -189,14 +189,6 @@ def test_a_code_cell_runs_in_presentation_mode(browser, lab: Lab) -> None:
     _fail_with({"00_welcome": problems} if problems else {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,  # only the problems it lists, not a timeout or a crash
-    reason="08's picture panel (an ipywidgets Image) does not draw in JupyterLab 4.6 with "
-    "ipywidgets 8.1.9: 'Could not create a view for model id ...', the panel shows "
-    "'Click to show javascript error.' (the pickers and status line do draw); not this test's "
-    "to fix: remove the mark once the explorer's view renders",
-)
 def test_the_explorer_widgets_are_drawn_live(browser, lab: Lab) -> None:
     visit = LiveVisit(browser, lab, "08_explorer.ipynb")
     page = visit.page
