@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,21 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     build = load_build()
     out = tmp_path_factory.mktemp("dist")
     return {m.stem: build.build(m, out, check=False).parents[1] for m in build.masters()}
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Headless Debian Chromium, one for the whole session.
+
+    Playwright's sync API runs one event loop per thread, so every browser test
+    (``test_browser.py``, ``test_live_slides.py``) must share this one instance.
+    """
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("needs Debian's chromium (make test installs it)")
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield launched
+        launched.close()

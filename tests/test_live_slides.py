@@ -30,9 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, ROOT, SCREENSHOTS, SLIDE_H, SLIDE_W, _fail_with, browser
-
-__all__ = ["browser"]  # the session fixture, shared with test_browser
+from test_browser import CHROMIUM, ROOT, SCREENSHOTS, SLIDE_H, SLIDE_W, _fail_with
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Debian's chromium (make test installs it)"
