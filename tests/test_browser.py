@@ -57,11 +57,22 @@ def course(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Visit:
-    """One page opened offline, with every refused request and console error recorded."""
+    """One page opened offline, with every refused request and console error recorded.
 
-    def __init__(self, browser, path: Path) -> None:
+    Requests are allowed to the URL schemes and prefixes in ``allowed`` only; any other is
+    refused and recorded (``offline=False`` only to reach a local server among them). Console
+    errors and warnings are recorded unless their text contains one of :attr:`IGNORED`.
+    """
+
+    LOCAL = ("file:", "data:", "blob:", "about:")
+    IGNORED: tuple[str, ...] = ("[Violation]",)
+
+    def __init__(
+        self, browser, url: str, allowed: tuple[str, ...] = LOCAL, offline: bool = True
+    ) -> None:
+        self.allowed = allowed
         self.context = browser.new_context(
-            offline=True, viewport={"width": SLIDE_W, "height": SLIDE_H}
+            offline=offline, viewport={"width": SLIDE_W, "height": SLIDE_H}
         )
         self.problems: list[str] = []
         self.context.route("**/*", self._route)
@@ -71,19 +82,21 @@ class Visit:
         self.page.on(
             "requestfailed", lambda r: self.problems.append(f"failed request: {r.url} {r.failure}")
         )
-        self.page.goto(path.as_uri())
+        self.page.goto(url)
 
     def _route(self, route) -> None:
         url = route.request.url
-        if url.startswith(("file:", "data:", "blob:", "about:")):
+        if url.startswith(self.allowed):
             route.continue_()
         else:
             self.problems.append(f"network request: {url}")
             route.abort()
 
     def _console(self, message) -> None:
-        if message.type in ("error", "warning") and "[Violation]" not in message.text:
-            self.problems.append(f"console {message.type}: {message.text}")
+        if message.type in ("error", "warning") and not any(
+            ignored in message.text for ignored in self.IGNORED
+        ):
+            self.problems.append(f"console {message.type}: {message.text[:300]}")
 
     def close(self) -> None:
         self.context.close()
@@ -131,7 +144,7 @@ def test_every_page_works_offline(course: Path, browser) -> None:
     failures = {}
     for path in [course / "index.html", *pages]:
         html = path.read_text(encoding="utf-8")
-        visit = Visit(browser, path)
+        visit = Visit(browser, path.as_uri())
         problems = []
         if path.name != "index.html":
             problems += _check_math(visit.page, html)
@@ -201,7 +214,7 @@ def decks(course: Path, browser) -> dict[str, dict[str, list[str]]]:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     results = {}
     for path in _pages(course, slides=True):
-        visit = Visit(browser, path)
+        visit = Visit(browser, path.as_uri())
         page = visit.page
         page.wait_for_selector("body[data-reveal=ready]", state="attached", timeout=30_000)
         problems = _check_math(page, path.read_text(encoding="utf-8"))

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, ROOT, SCREENSHOTS, SLIDE_H, SLIDE_W, _fail_with
+from test_browser import CHROMIUM, ROOT, SCREENSHOTS, Visit, _fail_with
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Debian's chromium (make test installs it)"
@@ -102,22 +102,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         server.stop()
 
 
-class LiveVisit:
+class LiveVisit(Visit):
     """One notebook opened in JupyterLab; everything but the local server is refused."""
+
+    # JupyterLab warns once that no English language pack is installed: that is its default.
+    IGNORED = (*Visit.IGNORED, "Language pack")
 
     def __init__(self, browser, lab: Lab, notebook: str) -> None:
         self.lab = lab
-        self.context = browser.new_context(viewport={"width": SLIDE_W, "height": SLIDE_H})
-        self.problems: list[str] = []
-        self.context.route("**/*", self._route)
-        self.page = self.context.new_page()
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda err: self.problems.append(f"page error: {err}"))
-        self.page.on(
-            "requestfailed", lambda r: self.problems.append(f"failed request: {r.url} {r.failure}")
-        )
         # reset: a fresh layout with only this notebook (the server keeps the last one's tabs)
-        self.page.goto(lab.url(f"lab/tree/{notebook}") + "&reset")
+        url = lab.url(f"lab/tree/{notebook}") + "&reset"
+        super().__init__(browser, url, allowed=(lab.base, *Visit.LOCAL[1:]), offline=False)
         self.page.wait_for_selector(".jp-NotebookPanel .jp-CodeCell .cm-content", timeout=60_000)
         self.wait_for_idle_kernel(notebook)
         self.page.wait_for_selector("#jupyterlab-splash", state="detached")
@@ -135,21 +130,6 @@ class LiveVisit:
             self.page.wait_for_timeout(250)  # not time.sleep: the routes must run
         raise RuntimeError(f"the kernel of {notebook} did not become idle: {states}")
 
-    def _route(self, route) -> None:
-        url = route.request.url
-        if url.startswith((self.lab.base, "data:", "blob:", "about:")):
-            route.continue_()
-        else:
-            self.problems.append(f"network request: {url}")
-            route.abort()
-
-    def _console(self, message) -> None:
-        # JupyterLab warns once that no English language pack is installed: that is its default.
-        if message.type == "error" or (
-            message.type == "warning" and "Language pack" not in message.text
-        ):
-            self.problems.append(f"console {message.type}: {message.text[:300]}")
-
     def command(self, label: str) -> None:
         """Run a JupyterLab command by its label, from the command palette (as a lecturer can)."""
         self.page.get_by_role("menuitem", name="View", exact=True).click()
@@ -164,9 +144,6 @@ class LiveVisit:
             "es => es.map(e => e.textContent).filter(t => /Traceback|Error/.test(t))"
             ".map(t => `traceback: ${t.slice(0, 300)}`)",
         )
-
-    def close(self) -> None:
-        self.context.close()
 
 
 def test_a_code_cell_runs_in_presentation_mode(browser, lab: Lab) -> None:
